@@ -1,0 +1,43 @@
+"""`agent bench NAME [--json]`: the registry of benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any
+
+from agentmesh.tools.bench._report import BenchReport
+
+# name -> (module, one-line help). Each module exposes
+# `add_arguments(parser)` and `run(args) -> BenchReport`.
+BENCHES: dict[str, tuple[str, str]] = {}
+
+
+def register(subparsers: Any) -> None:
+    """Add `agent bench` with one sub-subcommand per benchmark."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="run a benchmark and print its figures (JSON with --json)",
+        description="Run a benchmark. Figures are medians; JSON keys are stable.",
+    )
+    names = bench.add_subparsers(dest="bench_name", metavar="NAME")
+    for name, (module_name, help_text) in BENCHES.items():
+        parser = names.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.set_defaults(func=_run, bench_module=module_name)
+        importlib.import_module(module_name).add_arguments(parser)
+    bench.set_defaults(func=lambda args: _usage(bench))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(args.bench_module)
+    report: BenchReport = module.run(args)
+    print(report.render(args.json))
+    sys.stdout.flush()
+    return 0
