@@ -35,3 +35,27 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    """Bounds and per-peer rates of the QUIC transport (agentmesh.edge.transport)."""
+
+    frame_bytes_max: int = 256 * KIB  # one control frame's payload
+    blob_bytes_max: int = 64 * MIB
+    blob_chunk_bytes: int = 64 * KIB
+    send_window_bytes: int = 1 * MIB  # unacknowledged bytes per stream before a writer waits
+    blobs_in_flight_per_peer_max: int = 4
+    blob_buffer_bytes_max: int = 128 * MIB  # partly received blobs, all peers together
+    incoming_queue_max: int = 4_096
+    incoming_per_peer_max: int = 512  # one peer's share of the incoming queue
+    messages_per_s: float = 2_000.0  # per peer, frames and blobs
+    message_burst: int = 500
+    bytes_per_s: float = 32.0 * MIB  # per peer
+    byte_burst: int = 8 * MIB
+    connections_max: int = 256
+    pending_connections_max: int = 64  # handshaking or not yet authenticated
+    handshake_timeout_ms: int = 5_000  # TLS handshake plus the peer-id proof
+    idle_timeout_ms: int = 60_000
+    send_timeout_ms: int = 10_000
+    address_book_max: int = 4_096
