@@ -26,6 +26,10 @@ PACKAGES, PACKAGE_DIR = _packages()
 setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"agentmesh.core": ["py.typed"]},
+    package_data={
+        "agentmesh.core": ["py.typed"],
+        "agentmesh.tools.data": ["*.npz", "README.md"],
+        "agentmesh.edge.models": ["*.tflite"],
+    },
     include_package_data=True,
 )
