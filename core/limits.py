@@ -59,3 +59,16 @@ class TransportLimits:
     idle_timeout_ms: int = 60_000
     send_timeout_ms: int = 10_000
     address_book_max: int = 4_096
+
+
+@dataclass(frozen=True, slots=True)
+class GossipLimits:
+    """Bounds of the push/pull rumor gossip (core/gossip.py)."""
+
+    rumors_max: int = 4_096  # rumors a node remembers; new ones beyond are dropped + counted
+    rumors_per_message_max: int = 64  # rumors in one Push
+    payload_chars_max: int = 256  # length of one rumor's payload
+    origins_max: int = 4_096  # entries of a Digest (one per originating node)
+
+
+DEFAULT_GOSSIP_LIMITS = GossipLimits()

@@ -1,0 +1,278 @@
+"""Push/pull rumor gossip: the simulator's workload until membership lands.
+
+Rumor mongering after Demers et al., "Epidemic algorithms for replicated database
+maintenance" (PODC 1987): a node that learns a rumor pushes it to `fanout` random
+peers for `hot_rounds` rounds (push, §1.4 "rumor mongering"); every
+`pull_every_rounds` rounds it also sends a Digest to one random peer, which answers
+with the rumors the digest lacks (anti-entropy, §1.3), so stragglers and nodes
+that were partitioned or restarted catch up.
+
+A rumor is `(origin, seq)` -> payload, with `seq` counting from 1 per origin. The
+digest is a version vector: per origin, the highest `seq` below which the node
+knows every rumor. Messages are small immutable Python objects.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentmesh.core.limits import DEFAULT_GOSSIP_LIMITS, GossipLimits
+from agentmesh.core.node import ContractError, InvariantViolation, MachineBase
+
+RumorId = tuple[str, int]
+Rumor = tuple[RumorId, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """Rumors pushed to a peer (or sent back in answer to a Digest)."""
+
+    rumors: tuple[Rumor, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Pull request: `(origin, seq)` pairs meaning "I know all of origin's rumors up to seq"."""
+
+    vector: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """Protocol parameters; bounds are in `limits`."""
+
+    round_ms: int = 1000
+    fanout: int = 3
+    hot_rounds: int = 4
+    pull_every_rounds: int = 2
+    limits: GossipLimits = DEFAULT_GOSSIP_LIMITS
+
+    def __post_init__(self) -> None:
+        if self.round_ms < 1 or self.fanout < 0 or self.hot_rounds < 0:
+            raise ContractError("round_ms must be >= 1, fanout and hot_rounds >= 0")
+        if self.pull_every_rounds < 1:
+            raise ContractError("pull_every_rounds must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class GossipDurable:
+    """What survives a crash: every rumor known and the last sequence number used."""
+
+    rumors: tuple[Rumor, ...]
+    last_seq: int
+
+
+class GossipNode(MachineBase):
+    """One gossiping node. `peers` may include this node's own id (it is skipped)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        rng: random.Random,
+        peers: Sequence[str],
+        config: GossipConfig | None = None,
+        durable: GossipDurable | None = None,
+    ) -> None:
+        super().__init__(node_id, rng)
+        self.config = config or GossipConfig()
+        limits = self.config.limits
+        self._rumors_max = limits.rumors_max
+        self._batch_max = limits.rumors_per_message_max
+        self._random = rng.random
+        self.peers = peers
+        self.known: dict[RumorId, str] = {}
+        self.hot: dict[RumorId, int] = {}  # rumor -> push rounds left
+        self.last_seq = 0
+        self._vector: dict[str, int] = {}
+        self._digest: Digest | None = None
+        self._next_round_ms: int | None = None
+        self._round = 0
+        if durable is not None:
+            self.last_seq = durable.last_seq
+            for rumor_id, payload in durable.rumors:
+                self._learn(rumor_id, payload, hot=False)
+
+    # -- contract -----------------------------------------------------------------
+
+    def start(self, now_ms: int) -> None:
+        # A random first round keeps the nodes from ticking in lockstep.
+        self._next_round_ms = now_ms + 1 + self.rng.randrange(self.config.round_ms)
+
+    def next_deadline(self) -> int | None:
+        return self._next_round_ms
+
+    def receive(self, message: Any, sender: str, now_ms: int) -> None:
+        kind = message.__class__
+        if kind is Push:
+            self._on_push(message.rumors)
+        elif kind is Digest:
+            self._on_digest(message.vector, sender)
+        else:
+            self.count("bad_message")
+
+    def tick(self, now_ms: int) -> None:
+        due = self._next_round_ms
+        if due is None or now_ms < due:
+            return
+        round_ms = self.config.round_ms
+        # Missed rounds (a paused or slow clock) are skipped, not replayed in a burst.
+        self._next_round_ms = due + round_ms if due + round_ms > now_ms else now_ms + round_ms
+        self._round += 1
+        if self.hot:
+            self._push_round()
+        if self._round % self.config.pull_every_rounds == 0:
+            peer = self._pick_peer()
+            if peer is not None:
+                self.send(peer, self._current_digest())
+
+    def check_invariants(self) -> None:
+        """O(1) checks, cheap enough to run after every delivery."""
+        if len(self.known) > self._rumors_max:
+            raise InvariantViolation(f"{self.node_id} knows {len(self.known)} rumors > bound")
+        if len(self.hot) > len(self.known):
+            raise InvariantViolation(f"{self.node_id} has more hot rumors than known ones")
+        if self._vector.get(self.node_id, 0) > self.last_seq:
+            raise InvariantViolation(f"{self.node_id} knows own rumors it never originated")
+
+    def check_invariants_full(self) -> None:
+        """O(rumors) checks: hot is a subset of known; the version vector has no holes."""
+        self.check_invariants()
+        for rumor_id in self.hot:
+            if rumor_id not in self.known:
+                raise InvariantViolation(f"{self.node_id} pushes unknown rumor {rumor_id}")
+        for origin, seq in self._vector.items():
+            for number in range(1, seq + 1):
+                if (origin, number) not in self.known:
+                    raise InvariantViolation(f"{self.node_id} vector claims ({origin}, {number})")
+
+    def durable_state(self) -> GossipDurable:
+        return GossipDurable(tuple(self.known.items()), self.last_seq)
+
+    # -- commands -----------------------------------------------------------------
+
+    def originate(self, payload: str, now_ms: int) -> RumorId | None:
+        """Start a new rumor; None (and a counter) if the rumor table is full."""
+        if len(payload) > self.config.limits.payload_chars_max:
+            raise ContractError("payload longer than payload_chars_max")
+        if len(self.known) >= self.config.limits.rumors_max:
+            self.count("rumors_dropped_full")
+            return None
+        self.last_seq += 1
+        rumor_id = (self.node_id, self.last_seq)
+        self._learn(rumor_id, payload, hot=True)
+        self.emit("rumor_originated", rumor=rumor_id, payload=payload, now_ms=now_ms)
+        return rumor_id
+
+    # -- protocol -----------------------------------------------------------------
+
+    def _pick_peer(self) -> str | None:
+        peers = self.peers
+        count = len(peers)
+        random = self._random
+        for _ in range(4):  # a few draws to avoid self; with 1 node there is nobody
+            peer = peers[int(random() * count)]
+            if peer != self.node_id:
+                return peer
+        return None
+
+    def _push_round(self) -> None:
+        hot = self.hot
+        known = self.known
+        sent = list(hot)[: self._batch_max] if len(hot) > self._batch_max else list(hot)
+        message = Push(tuple([(rumor_id, known[rumor_id]) for rumor_id in sent]))
+        pick = self._pick_peer
+        send = self.send
+        for _ in range(self.config.fanout):
+            peer = pick()
+            if peer is not None:
+                send(peer, message)
+        for rumor_id in sent:
+            left = hot[rumor_id] - 1
+            if left > 0:
+                hot[rumor_id] = left
+            else:
+                del hot[rumor_id]
+
+    def _on_push(self, rumors: Any) -> None:
+        if rumors.__class__ is not tuple or len(rumors) > self._batch_max:
+            self.count("bad_message")
+            return
+        known = self.known
+        limits = self.config.limits
+        for entry in rumors:
+            try:
+                rumor_id, payload = entry
+                held = known.get(rumor_id)
+            except (TypeError, ValueError):
+                self.count("bad_rumor")
+                continue
+            if held is not None:
+                if held is not payload and held != payload:
+                    self.count("conflicting_rumor")  # evidence of a lying or buggy peer
+                continue
+            if not _valid_rumor(rumor_id, payload, limits):
+                self.count("bad_rumor")
+                continue
+            if len(known) >= limits.rumors_max:
+                self.count("rumors_dropped_full")
+                continue
+            self._learn(rumor_id, payload, hot=True)
+
+    def _on_digest(self, vector: Any, sender: str) -> None:
+        limits = self.config.limits
+        if vector.__class__ is not tuple or len(vector) > limits.origins_max:
+            self.count("bad_message")
+            return
+        mine = self._current_digest()
+        if vector == mine.vector:
+            return  # in sync: the common case once a rumor has spread
+        try:
+            theirs = dict(vector)
+        except (TypeError, ValueError):
+            self.count("bad_message")
+            return
+        missing: list[Rumor] = []
+        for rumor_id, payload in self.known.items():
+            try:
+                behind = rumor_id[1] > theirs.get(rumor_id[0], 0)
+            except TypeError:
+                self.count("bad_message")
+                return
+            if behind:
+                missing.append((rumor_id, payload))
+                if len(missing) >= limits.rumors_per_message_max:
+                    break
+        if missing:
+            self.send(sender, Push(tuple(missing)))
+
+    def _learn(self, rumor_id: RumorId, payload: str, hot: bool) -> None:
+        self.known[rumor_id] = payload
+        if hot and self.config.hot_rounds:
+            self.hot[rumor_id] = self.config.hot_rounds
+        origin, seq = rumor_id
+        vector = self._vector
+        if seq == vector.get(origin, 0) + 1:
+            while (origin, seq + 1) in self.known:
+                seq += 1
+            vector[origin] = seq
+            self._digest = None
+
+    def _current_digest(self) -> Digest:
+        if self._digest is None:
+            self._digest = Digest(tuple(sorted(self._vector.items())))
+        return self._digest
+
+
+def _valid_rumor(rumor_id: Any, payload: Any, limits: GossipLimits) -> bool:
+    return (
+        rumor_id.__class__ is tuple
+        and len(rumor_id) == 2
+        and rumor_id[0].__class__ is str
+        and rumor_id[1].__class__ is int
+        and rumor_id[1] >= 1
+        and payload.__class__ is str
+        and len(payload) <= limits.payload_chars_max
+    )
