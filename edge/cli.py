@@ -10,7 +10,10 @@ from importlib import metadata
 
 # Each module named here exposes `register(subparsers) -> None`, which adds one
 # subcommand whose parser has `func=handler(args) -> int` set as a default.
-_COMMAND_MODULES: tuple[str, ...] = ("agentmesh.tools.bench.cli",)
+_COMMAND_MODULES: tuple[str, ...] = (
+    "agentmesh.tools.bench.cli",
+    "agentmesh.edge._cmd_sim",
+)
 
 
 def package_version() -> str:

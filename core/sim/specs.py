@@ -140,7 +140,7 @@ def parse_partition(text: str, nodes: int) -> Partition:
     if not found:
         raise SpecError(f"partition {text!r}: {kind} needs two node sets A{separator}B")
     a, b = parse_nodes(side_a, nodes), parse_nodes(side_b, nodes)
-    if a & b:
+    if kind == "sym" and a & b:
         raise SpecError(f"partition {text!r}: the two sides overlap")
     return Partition(start, end, kind, a, b)
 
