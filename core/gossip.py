@@ -65,7 +65,7 @@ class GossipDurable:
     last_seq: int
 
 
-class GossipNode(MachineBase):
+class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the editable agentmesh mapping
     """One gossiping node. `peers` may include this node's own id (it is skipped)."""
 
     def __init__(

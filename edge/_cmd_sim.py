@@ -30,11 +30,12 @@ spec syntaxes (times in seconds, nodes are n0..nN-1):
   NODES      N | nN | A-B | nA-nB | *   comma-separated, ranges inclusive   e.g. 0-499,n7
   --latency  const:MS | uniform:LO:HI | lognormal:MEDIAN_MS:SIGMA | pareto:SCALE_MS:ALPHA
              or a per-link override SRC_NODES>DST_NODES=SPEC (repeatable) e.g. 0-9>*=const:200
-  --partition START-END:sym:A/B      no traffic between A and B          e.g. 10-20:sym:0-499/500-999
-              START-END:oneway:A>B   A's messages to B are dropped        e.g. 5-15:oneway:n3>*
-              START-END:isolate:A    A cut off from everyone else         e.g. 5-15:isolate:n7
+  --partition START-END:sym:A/B     no traffic between A and B     e.g. 10-20:sym:0-499/500-999
+              START-END:oneway:A>B  A's messages to B are dropped   e.g. 5-15:oneway:n3>*
+              START-END:isolate:A   A cut off from everyone else    e.g. 5-15:isolate:n7
               (omit END, as in 10-:isolate:n7, for a partition that never heals)
-  --crash    T:NODES[:restart=T2]    crash at T, rebuilt from durable state at T2 e.g. 3:n12:restart=8
+  --crash    T:NODES[:restart=T2]  crash at T; at T2 rebuilt from durable state
+             e.g. 3:n12:restart=8
 
 exit status: 0 all safe and live, 1 a safety violation or liveness failure, 2 bad usage.
 """

@@ -38,7 +38,7 @@ from agentmesh.core.sim.faults import Crash, Partition, last_heal_ms
 SCENARIO_MODULES: tuple[str, ...] = ("agentmesh.core.sim.gossip_scenario",)
 
 
-class ScenarioHooks(SimHooks):
+class ScenarioHooks(SimHooks):  # type: ignore[misc]  # mypy cannot follow the editable agentmesh mapping
     """SimHooks plus the end-of-run liveness check."""
 
     def check_liveness(self, sim: Simulation, judged_until_ms: int) -> list[str]:
