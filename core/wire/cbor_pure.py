@@ -242,7 +242,7 @@ class _Decoder:
                 f"input ends inside an item (need {n} bytes at offset {self.pos})",
             )
 
-    def argument(self, info: int) -> int:
+    def argument(self, info: int, major: int) -> int:
         """The head's argument; rejects non-shortest forms (RFC 8949 §4.2.1)."""
         if info < 24:
             return info
@@ -268,6 +268,8 @@ class _Decoder:
             self.pos = pos + 8
             floor = 0x100000000
         elif info == 31:
+            if major in (0, 1, 6):
+                raise CBORDecodeError("malformed", f"major type {major} cannot be indefinite (§3)")
             raise CBORDecodeError("indefinite", "indefinite lengths are not allowed (§4.2.1)")
         else:
             raise CBORDecodeError("reserved_info", f"additional info {info} is reserved")
@@ -300,7 +302,7 @@ class _Decoder:
         info = initial & 31
         if major == 7:
             return self.simple(info)
-        n = self.argument(info)
+        n = self.argument(info, major)
         if major == 0:
             return n
         if major == 1:
