@@ -1,0 +1,72 @@
+"""Weighted FedAvg (McMahan et al., AISTATS 2017, Algorithm 1: w <- sum_k n_k/n w_k).
+
+Bit-reproducible everywhere: per coordinate the sum runs over the updates in
+canonical order, accumulating in float64 with elementwise numpy ufuncs (each an
+IEEE-754 correctly rounded operation, so SIMD width and thread count do not
+matter), then divides by the exactly rounded total weight and rounds once to
+float32. No BLAS, no reduction whose tree numpy may choose.
+
+Speed: the parameters are processed in blocks small enough for the float64
+scratch to stay in cache, so memory traffic is one read of each update and one
+write of the result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from agentmesh.core.aggregation.tensors import (
+    Batch,
+    FloatVector,
+    Update,
+    prepare,
+    raise_non_finite,
+)
+
+BLOCK_PARAMS = 1 << 15  # 256 KiB of float64 scratch per buffer: fits L2
+
+
+def fedavg(updates: Sequence[Update], weights: Sequence[float] | None = None) -> Update:
+    """Weighted mean of the updates (weights = sample counts; None = equal weights).
+
+    Not robust: one update with huge values moves the result without bound.
+    Raises NonFiniteUpdate naming every update that holds NaN or inf.
+    """
+    batch = prepare(updates, weights)
+    return batch.layout.unflatten(weighted_mean(batch))
+
+
+def weighted_mean(batch: Batch) -> FloatVector:
+    """sum_i w_i x_i / sum_i w_i over the batch in its (canonical) order, as float32."""
+    total = math.fsum(batch.weights)
+    size = batch.layout.size
+    out = np.empty(size, dtype=np.float32)
+    acc_buffer = np.empty(min(BLOCK_PARAMS, size), dtype=np.float64)
+    term_buffer = np.empty_like(acc_buffer)
+    pairs = [(v, w) for v, w in zip(batch.vectors, batch.weights, strict=True) if w > 0.0]
+    for start in range(0, size, BLOCK_PARAMS):
+        stop = min(start + BLOCK_PARAMS, size)
+        acc = acc_buffer[: stop - start]
+        term = term_buffer[: stop - start]
+        acc.fill(0.0)
+        for vector, weight in pairs:
+            np.multiply(vector[start:stop], weight, out=term, dtype=np.float64)
+            np.add(acc, term, out=acc)
+        np.divide(acc, total, out=acc)
+        # NaN/inf in any input reaches the accumulator (inf*w, inf-inf, NaN+x), and
+        # finite float32 inputs cannot overflow float64: one check per block suffices.
+        if not bool(np.isfinite(acc).all()):
+            raise_non_finite(batch)
+        out[start:stop] = acc
+    _check_zero_weight_updates(batch)
+    return out
+
+
+def _check_zero_weight_updates(batch: Batch) -> None:
+    # Zero-weight updates are skipped in the sum but must still be well-formed.
+    zero = [v for v, w in zip(batch.vectors, batch.weights, strict=True) if w == 0.0]
+    if zero and not all(bool(np.isfinite(v).all()) for v in zero):
+        raise_non_finite(batch)
