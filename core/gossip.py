@@ -229,19 +229,20 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
         mine = self._current_digest()
         if vector == mine.vector:
             return  # in sync: the common case once a rumor has spread
-        try:
-            theirs = dict(vector)
-        except (TypeError, ValueError):
-            self.count("bad_message")
-            return
-        missing: list[Rumor] = []
-        for rumor_id, payload in self.known.items():
-            try:
-                behind = rumor_id[1] > theirs.get(rumor_id[0], 0)
-            except TypeError:
+        theirs: dict[str, int] = {}
+        for entry in vector:
+            if (
+                entry.__class__ is not tuple
+                or len(entry) != 2
+                or entry[0].__class__ is not str
+                or entry[1].__class__ is not int
+            ):
                 self.count("bad_message")
                 return
-            if behind:
+            theirs[entry[0]] = entry[1]
+        missing: list[Rumor] = []
+        for rumor_id, payload in self.known.items():
+            if rumor_id[1] > theirs.get(rumor_id[0], 0):
                 missing.append((rumor_id, payload))
                 if len(missing) >= limits.rumors_per_message_max:
                     break

@@ -329,7 +329,8 @@ class Simulation:
         sample_default = default_model.sample_us
         every = config.progress_every_events if progress is not None else 0
         next_progress = every if every else -1
-        housekeeping_every = 8192  # flush trace records, maybe report progress
+        # flush trace records and maybe report progress every so many events
+        housekeeping_every = min(every, 8192) if every else 8192
         next_housekeeping = housekeeping_every
         deliveries = ticks = sends = duplicates = events = checked = processed = 0
         node = -1
