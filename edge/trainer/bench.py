@@ -97,6 +97,15 @@ def _rss_case(runtime: str) -> BenchResult:
     )
 
 
+def _weighted_mean(models: list[list[np.ndarray]], sizes: list[int]) -> list[np.ndarray]:
+    # Weighted FedAvg for this measurement only; the real rules live in core/aggregation.
+    weights = np.asarray(sizes, np.float64) / sum(sizes)
+    return [
+        np.tensordot(weights, np.stack([m[i] for m in models]), axes=1).astype(np.float32)
+        for i in range(len(models[0]))
+    ]
+
+
 def _fedavg_case(runtime: str, rounds: int) -> BenchResult:
     split = load_digits8_split()
     trainer = make_trainer("digits_mlp", runtime=runtime)
@@ -118,13 +127,7 @@ def _fedavg_case(runtime: str, rounds: int) -> BenchResult:
             training_s += result.duration_s
             models.append(trainer.get_weights())
             sizes.append(len(labels))
-        total = sum(sizes)
-        global_weights = [
-            (
-                sum(m[i].astype(np.float64) * n for m, n in zip(models, sizes, strict=True)) / total
-            ).astype(np.float32)
-            for i in range(len(models[0]))
-        ]
+        global_weights = _weighted_mean(models, sizes)
     trainer.set_weights(global_weights)
     evaluation = trainer.evaluate(*split.test)
     return BenchResult(
