@@ -13,6 +13,7 @@ from agentmesh.tools.bench._report import BenchReport
 # `add_arguments(parser)` and `run(args) -> BenchReport`.
 BENCHES: dict[str, tuple[str, str]] = {
     "trainer": ("agentmesh.edge.trainer.bench", "trainer step time, RSS, digits-8 accuracy"),
+    "sim": ("agentmesh.tools.bench.sim", "simulator deliveries per wall second, 1k and 10k nodes"),
 }
 
 

@@ -1,0 +1,79 @@
+"""`agent bench sim`: simulator throughput (deliveries per wall second) at 1,000 and 10,000 nodes.
+
+Cases run the `gossip` scenario (push/pull rumor gossip, invariants after every
+delivery, global invariants every 5 simulated seconds) with the default network
+(uniform 5-50 ms latency). The 10,000-node case is the reference run of 60
+simulated seconds; its `wall_s` is the figure to compare against 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from agentmesh.core.sim import SimConfig, get_scenario, run_scenario
+from agentmesh.tools.bench._report import BenchReport, BenchResult
+
+LIVENESS_BOUND_MS = 20_000
+GLOBAL_CHECK_MS = 5_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=3, help="runs per 1,000-node case")
+    parser.add_argument(
+        "--repeats-large", type=int, default=1, help="runs of the 10,000-node case (slow)"
+    )
+    parser.add_argument("--quick", action="store_true", help="skip the 10,000-node case")
+    parser.add_argument("--seed", type=int, default=1)
+
+
+def _case(nodes: int, sim_s: int, seed: int, repeats: int) -> BenchResult:
+    walls: list[float] = []
+    deliveries = events = 0
+    trace_hash = ""
+    for _ in range(max(1, repeats)):
+        config = SimConfig(
+            nodes=nodes, seed=seed, duration_ms=sim_s * 1000, global_check_ms=GLOBAL_CHECK_MS
+        )
+        start = time.perf_counter()
+        outcome = run_scenario(get_scenario("gossip"), config, LIVENESS_BOUND_MS)
+        walls.append(time.perf_counter() - start)
+        stats = outcome.sim.stats
+        deliveries, trace_hash = stats.deliveries, outcome.sim.trace.digest()
+        events = stats.deliveries + stats.ticks + stats.calls + stats.global_checks
+        if outcome.sim.violation is not None or outcome.liveness_failures:
+            raise RuntimeError(f"benchmark run failed its checks: {outcome.sim.violation}")
+    wall_s = statistics.median(walls)
+    return BenchResult(
+        case=f"gossip-{nodes}-nodes-{sim_s}s",
+        params={
+            "nodes": nodes,
+            "sim_s": sim_s,
+            "seed": seed,
+            "repeats": len(walls),
+            "trace_hash": trace_hash,  # same on every machine: a determinism check
+        },
+        metrics={
+            "deliveries": deliveries,
+            "events": events,
+            "wall_s": round(wall_s, 3),
+            "wall_s_min": round(min(walls), 3),
+            "deliveries_per_s": round(deliveries / wall_s, 1),
+            "events_per_s": round(events / wall_s, 1),
+            "sim_s_per_wall_s": round(sim_s / wall_s, 3),
+        },
+    )
+
+
+def run(args: argparse.Namespace) -> BenchReport:
+    report = BenchReport(bench="sim")
+    report.results.append(_case(1_000, 60, args.seed, args.repeats))
+    if not args.quick:
+        report.results.append(_case(10_000, 60, args.seed, args.repeats_large))
+    report.notes.append(
+        "gossip scenario: fanout 3, 1 s rounds, pull every 2 rounds, ~1 rumor per simulated "
+        "second; check_invariants after every delivery and tick; wall_s is the median"
+    )
+    report.notes.append("one process, one core; the machine may be shared with other work")
+    return report
