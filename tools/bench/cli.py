@@ -14,6 +14,7 @@ from agentmesh.tools.bench._report import BenchReport
 BENCHES: dict[str, tuple[str, str]] = {
     "trainer": ("agentmesh.edge.trainer.bench", "trainer step time, RSS, digits-8 accuracy"),
     "sim": ("agentmesh.tools.bench.sim", "simulator deliveries per wall second, 1k and 10k nodes"),
+    "aggregation": ("agentmesh.tools.bench.aggregation", "FedAvg, median, trim, Krum vs copy"),
 }
 
 
