@@ -143,6 +143,7 @@ class PeerConnection:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._transmit_handle: asyncio.Handle | None = None
+        self._written_in_burst = False
         self._failure: TransportError | None = None
 
     # -- I/O driven by the owner ------------------------------------------------------
@@ -155,7 +156,7 @@ class PeerConnection:
 
     def transmit(self) -> None:
         """Send what aioquic has queued and re-arm its timer."""
-        self._transmit_handle = None
+        self._written_in_burst = False
         for data, address in self.quic.datagrams_to_send(now=self._loop.time()):
             self._owner.send_datagram(data, address)
         timer_at = self.quic.get_timer()
@@ -167,9 +168,18 @@ class PeerConnection:
         self._timer_at = timer_at
 
     def _transmit_soon(self) -> None:
-        # Coalesce the writes of one loop iteration into as few datagrams as possible.
+        # The first write goes out at once (latency); writes that follow in the same
+        # loop iteration are coalesced into as few datagrams as possible (throughput).
         if self._transmit_handle is None:
-            self._transmit_handle = self._loop.call_soon(self.transmit)
+            self.transmit()
+            self._transmit_handle = self._loop.call_soon(self._end_burst)
+        else:
+            self._written_in_burst = True
+
+    def _end_burst(self) -> None:
+        self._transmit_handle = None
+        if self._written_in_burst:
+            self.transmit()
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -12,6 +12,7 @@ from agentmesh.tools.bench._report import BenchReport
 # name -> (module, one-line help). Each module exposes
 # `add_arguments(parser)` and `run(args) -> BenchReport`.
 BENCHES: dict[str, tuple[str, str]] = {
+    "transport": ("agentmesh.tools.bench.transport", "QUIC one-hop latency, signed 1 KB message"),
     "trainer": ("agentmesh.edge.trainer.bench", "trainer step time, RSS, digits-8 accuracy"),
     "sim": ("agentmesh.tools.bench.sim", "simulator deliveries per wall second, 1k and 10k nodes"),
     "aggregation": ("agentmesh.tools.bench.aggregation", "FedAvg, median, trim, Krum vs copy"),
