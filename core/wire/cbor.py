@@ -80,21 +80,30 @@ class _Walk:
         if self.items_left < 0 or depth >= self.depth_max:
             raise _OutsideProfile
 
+    # array() and map() inline the checks of scalar elements: a method call per
+    # element would cost more than cbor2's whole decode of it.
+
     def array(self, value: list[Any], depth: int) -> None:
         self.container(len(value), depth)
         depth += 1
-        check = self.check
+        small = self.string_bytes_max // _UTF8_BYTES_PER_CHAR_MAX
         for item in value:
-            # Small ints, floats and None are the common elements: skip the call.
             kind = type(item)
-            if kind is float or item is None or (kind is int and 0 <= item < 24):
+            if kind is str or kind is bytes:
+                if len(item) <= small:
+                    continue
+            elif kind is int:
+                if -_UINT_LIMIT <= item < _UINT_LIMIT:
+                    continue
+                raise _OutsideProfile
+            elif kind is float or kind is bool or item is None:
                 continue
-            check(item, depth)
+            self.check(item, depth)
 
     def map(self, value: dict[Any, Any], depth: int) -> None:
         self.container(len(value), depth)
         depth += 1
-        check = self.check
+        small = self.string_bytes_max // _UTF8_BYTES_PER_CHAR_MAX
         key_kind: type | None = None
         negative = False
         for key, item in value.items():
@@ -104,13 +113,24 @@ class _Walk:
                     raise _OutsideProfile
                 key_kind = kind
                 negative = kind is int and key < 0
-            if kind is int and (key < 0) is not negative:
-                raise _OutsideProfile  # unsigned and negative keys are two major types
-            check(key, depth)
+            if kind is int:
+                # Unsigned and negative keys are two major types (bytewise order
+                # and cbor2's length-first order would differ).
+                if (key < 0) is not negative or not -_UINT_LIMIT <= key < _UINT_LIMIT:
+                    raise _OutsideProfile
+            elif len(key) > small:
+                self.check(key, depth)
             kind = type(item)
-            if kind is float or item is None or (kind is int and 0 <= item < 24):
+            if kind is str or kind is bytes:
+                if len(item) <= small:
+                    continue
+            elif kind is int:
+                if -_UINT_LIMIT <= item < _UINT_LIMIT:
+                    continue
+                raise _OutsideProfile
+            elif kind is float or kind is bool or item is None:
                 continue
-            check(item, depth)
+            self.check(item, depth)
 
 
 def encode(value: object) -> bytes:

@@ -16,6 +16,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "trainer": ("agentmesh.edge.trainer.bench", "trainer step time, RSS, digits-8 accuracy"),
     "sim": ("agentmesh.tools.bench.sim", "simulator deliveries per wall second, 1k and 10k nodes"),
     "aggregation": ("agentmesh.tools.bench.aggregation", "FedAvg, median, trim, Krum vs copy"),
+    "wire": ("agentmesh.tools.bench.wire", "CBOR encode/decode and envelope seal/open, 1 KB"),
 }
 
 
