@@ -16,8 +16,11 @@ cbor2's compiled codec on the fast path:
   profile's types and the item/string bounds. Any failure on the fast path
   re-runs the strict pure decoder, which names the precise typed error.
 
-Measured on the reference box (see the report of `agent bench wire`), this is
-faster than the pure decoder for all but trivial items.
+Measured with `agent bench wire` on the 2-core box (best of interleaved runs,
+machine shared): a 1 KB gossip envelope decodes in ~16 us here against ~32 us
+in the pure decoder and encodes in ~13 us against ~31 us; an item-heavy 320-byte
+map decodes in ~164 us against ~254 us. For a single small integer the pure
+codec is faster, but no protocol message is that small.
 """
 
 from __future__ import annotations

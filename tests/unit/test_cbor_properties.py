@@ -182,3 +182,19 @@ def test_decode_accepts_bytearray_and_memoryview_and_rejects_other_types() -> No
     assert cbor.decode(memoryview(b"\x82\x01\x02")) == [1, 2]
     with pytest.raises(errors.Malformed):
         cbor.decode("01")  # type: ignore[arg-type]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.binary(max_size=12)
+    | st.text(max_size=8).map(lambda text: text.encode("utf-8", "surrogatepass"))
+)
+def test_micropython_utf8_validator_matches_cpython(raw: bytes) -> None:
+    # MicroPython's own decoder accepts overlongs and surrogates, so cbor_pure
+    # validates by hand there; it must agree with CPython's strict decoder.
+    try:
+        raw.decode("utf-8")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    assert cbor_pure._utf8_valid(raw) is valid
