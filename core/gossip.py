@@ -82,9 +82,13 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
         self._rumors_max = limits.rumors_max
         self._batch_max = limits.rumors_per_message_max
         self._random = rng.random
+        self._pull_every = self.config.pull_every_rounds
+        self._own_ahead = False  # learned an own rumor beyond last_seq (a lost counter)
         self.peers = peers
         self.known: dict[RumorId, str] = {}
-        self.hot: dict[RumorId, int] = {}  # rumor -> push rounds left
+        self.hot: dict[RumorId, int] = {}  # rumor -> last round in which it is pushed
+        self._push_message: Push | None = None  # cached Push of the hot rumors
+        self._hot_expiry_min = 0  # earliest last-round among hot rumors
         self.last_seq = 0
         self._vector: dict[str, int] = {}
         self._digest: Digest | None = None
@@ -107,7 +111,20 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
     def receive(self, message: Any, sender: str, now_ms: int) -> None:
         kind = message.__class__
         if kind is Push:
-            self._on_push(message.rumors)
+            rumors = message.rumors
+            if rumors.__class__ is not tuple or len(rumors) > self._batch_max:
+                self.count("bad_message")
+                return
+            known = self.known
+            # Fast path: rumors we already hold, the very same objects (the common case
+            # once a rumor has spread). Anything else takes the validating path.
+            try:
+                for rumor_id, payload in rumors:
+                    if known.get(rumor_id) is not payload:
+                        self._on_push(rumors)
+                        return
+            except (TypeError, ValueError):
+                self._on_push(rumors)
         elif kind is Digest:
             self._on_digest(message.vector, sender)
         else:
@@ -123,26 +140,35 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
         self._round += 1
         if self.hot:
             self._push_round()
-        if self._round % self.config.pull_every_rounds == 0:
+        if self._round % self._pull_every == 0:
             peer = self._pick_peer()
             if peer is not None:
-                self.send(peer, self._current_digest())
+                self.send(peer, self._digest or self._current_digest())
 
     def check_invariants(self) -> None:
         """O(1) checks, cheap enough to run after every delivery."""
-        if len(self.known) > self._rumors_max:
+        known_count = len(self.known)
+        if (
+            known_count <= self._rumors_max
+            and len(self.hot) <= known_count
+            and not self._own_ahead
+            and self._vector.get(self.node_id, 0) <= self.last_seq
+        ):
+            return
+        if known_count > self._rumors_max:
             raise InvariantViolation(f"{self.node_id} knows {len(self.known)} rumors > bound")
         if len(self.hot) > len(self.known):
             raise InvariantViolation(f"{self.node_id} has more hot rumors than known ones")
-        if self._vector.get(self.node_id, 0) > self.last_seq:
+        if self._own_ahead or self._vector.get(self.node_id, 0) > self.last_seq:
             raise InvariantViolation(f"{self.node_id} knows own rumors it never originated")
 
     def check_invariants_full(self) -> None:
         """O(rumors) checks: hot is a subset of known; the version vector has no holes."""
         self.check_invariants()
-        for rumor_id in self.hot:
-            if rumor_id not in self.known:
-                raise InvariantViolation(f"{self.node_id} pushes unknown rumor {rumor_id}")
+        if self._vector.get(self.node_id, 0) > self.last_seq:
+            raise InvariantViolation(f"{self.node_id} knows own rumors it never originated")
+        if not self.hot.keys() <= self.known.keys():
+            raise InvariantViolation(f"{self.node_id} pushes rumors it does not know")
         for origin, seq in self._vector.items():
             for number in range(1, seq + 1):
                 if (origin, number) not in self.known:
@@ -179,22 +205,30 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
         return None
 
     def _push_round(self) -> None:
-        hot = self.hot
-        known = self.known
-        sent = list(hot)[: self._batch_max] if len(hot) > self._batch_max else list(hot)
-        message = Push(tuple([(rumor_id, known[rumor_id]) for rumor_id in sent]))
+        current = self._round
+        if current > self._hot_expiry_min:
+            self._expire_hot(current)
+            if not self.hot:
+                return
+        message = self._push_message
+        if message is None:
+            known = self.known
+            sent = list(self.hot)[: self._batch_max]
+            message = Push(tuple([(rumor_id, known[rumor_id]) for rumor_id in sent]))
+            self._push_message = message
         pick = self._pick_peer
         send = self.send
         for _ in range(self.config.fanout):
             peer = pick()
             if peer is not None:
                 send(peer, message)
-        for rumor_id in sent:
-            left = hot[rumor_id] - 1
-            if left > 0:
-                hot[rumor_id] = left
-            else:
-                del hot[rumor_id]
+
+    def _expire_hot(self, current: int) -> None:
+        hot = self.hot
+        for rumor_id in [r for r, last in hot.items() if last < current]:
+            del hot[rumor_id]
+        self._hot_expiry_min = min(hot.values(), default=0)
+        self._push_message = None
 
     def _on_push(self, rumors: Any) -> None:
         if rumors.__class__ is not tuple or len(rumors) > self._batch_max:
@@ -252,8 +286,14 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
     def _learn(self, rumor_id: RumorId, payload: str, hot: bool) -> None:
         self.known[rumor_id] = payload
         if hot and self.config.hot_rounds:
-            self.hot[rumor_id] = self.config.hot_rounds
+            last_round = self._round + self.config.hot_rounds
+            if not self.hot or last_round < self._hot_expiry_min:
+                self._hot_expiry_min = last_round
+            self.hot[rumor_id] = last_round
+            self._push_message = None
         origin, seq = rumor_id
+        if origin == self.node_id and seq > self.last_seq:
+            self._own_ahead = True
         vector = self._vector
         if seq == vector.get(origin, 0) + 1:
             while (origin, seq + 1) in self.known:
