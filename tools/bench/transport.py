@@ -40,6 +40,7 @@ from agentmesh.tools.bench._report import BenchReport, BenchResult
 _MESH = "bench"
 _RAW_PREFIX = b"RAW!"  # an unsigned frame; envelopes are CBOR maps and never start so
 _PEER_SEED = bytes([0xB1]) * 32
+_RUN_TIMEOUT_S = 600.0
 _LIMITS = replace(TransportLimits(), messages_per_s=1e6, message_burst=100_000)
 
 
@@ -187,7 +188,7 @@ async def _quic_rtts(
         start = time.perf_counter()
         message = make(i) if signed else _RAW_PREFIX + make(i)[len(_RAW_PREFIX) :]
         await quic.send(peer_id, message)
-        reply = await asyncio.wait_for(quic.receive(), 2)
+        reply = await quic.receive()  # the whole run is bounded by _RUN_TIMEOUT_S
         if signed:
             open_envelope(reply.payload, mesh=_MESH)
         if i >= warmup:
@@ -260,7 +261,8 @@ async def _run(args: argparse.Namespace) -> BenchReport:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 30)
         _, quic_port, udp_port, raw_port = line.decode().split()
-        return await _measure(args, int(quic_port), int(udp_port), int(raw_port))
+        measuring = _measure(args, int(quic_port), int(udp_port), int(raw_port))
+        return await asyncio.wait_for(measuring, _RUN_TIMEOUT_S)
     finally:
         if process.stdin is not None:
             process.stdin.close()
