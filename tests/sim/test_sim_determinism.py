@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -33,14 +32,24 @@ def test_network_options_change_the_trace() -> None:
     assert _hash(5) != _hash(5, network=NetworkConfig(latency=LognormalLatency(20, 0.8)))
 
 
-def _cli_hash(hash_seed: str) -> str:
-    command = [sys.executable, "-m", "agentmesh.edge", "sim", "--nodes", "40", "--seed", "9"]
-    command += ["--duration-s", "20", "--loss", "0.1", "--duplicate", "0.1", "--reorder-ms", "20"]
-    command += ["--scenario", "gossip-chaos", "--liveness-bound-s", "8", "--json"]
+_CHILD = """
+from agentmesh.core.sim import SimConfig, get_scenario, run_scenario
+from agentmesh.core.sim.network import NetworkConfig
+network = NetworkConfig(loss=0.1, duplicate=0.1, reorder_ms=20)
+config = SimConfig(nodes=40, seed=9, duration_ms=20_000, network=network, drift_ppm=500)
+outcome = run_scenario(get_scenario("gossip-chaos"), config, liveness_bound_ms=8_000)
+print(outcome.sim.trace.digest())
+"""
+
+
+def _child_hash(hash_seed: str) -> str:
     env = dict(os.environ, PYTHONHASHSEED=hash_seed)
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-    return str(json.loads(result.stdout)["trace_hash"])
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env, check=True
+    )
+    return result.stdout.strip()
 
 
 def test_same_seed_same_hash_across_processes_with_different_hash_seeds() -> None:
-    assert _cli_hash("1") == _cli_hash("12345")
+    first = _child_hash("1")
+    assert len(first) == 32 and first == _child_hash("12345")
