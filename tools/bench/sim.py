@@ -9,10 +9,12 @@ simulated seconds; its `wall_s` is the figure to compare against 60 s.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
-from agentmesh.core.sim import SimConfig, get_scenario, run_scenario
+from agentmesh.core.node import MachineBase
+from agentmesh.core.sim import SimConfig, Simulation, get_scenario, node_name, run_scenario
 from agentmesh.tools.bench._report import BenchReport, BenchResult
 
 LIVENESS_BOUND_MS = 20_000
@@ -66,8 +68,53 @@ def _case(nodes: int, sim_s: int, seed: int, repeats: int) -> BenchResult:
     )
 
 
+class _Relay(MachineBase):  # type: ignore[misc]  # mypy cannot follow the editable agentmesh mapping
+    """The cheapest machine that follows the contract: forward each message to a random peer."""
+
+    def __init__(self, node_id: str, rng: random.Random, peers: list[str]) -> None:
+        super().__init__(node_id, rng)
+        self.peers = peers
+
+    def start(self, now_ms: int) -> None:
+        self.send(self.peers[int(self.rng.random() * len(self.peers))], 0)
+
+    def receive(self, message: object, sender: str, now_ms: int) -> None:
+        self.send(self.peers[int(self.rng.random() * len(self.peers))], message)
+
+    def tick(self, now_ms: int) -> None:
+        """No timers."""
+
+    def next_deadline(self) -> int | None:
+        return None
+
+
+def _engine_floor(nodes: int, sim_s: int, seed: int, repeats: int) -> BenchResult:
+    """Engine overhead alone: one message per node forever bouncing between relays."""
+    peers = [node_name(i) for i in range(nodes)]
+    walls: list[float] = []
+    deliveries = 0
+    for _ in range(max(1, repeats)):
+        config = SimConfig(nodes=nodes, seed=seed, duration_ms=sim_s * 1000, global_check_ms=0)
+        sim = Simulation(config, lambda node_id, rng, durable: _Relay(node_id, rng, peers))
+        start = time.perf_counter()
+        sim.run()
+        walls.append(time.perf_counter() - start)
+        deliveries = sim.stats.deliveries
+    wall_s = statistics.median(walls)
+    return BenchResult(
+        case=f"engine-floor-relay-{nodes}-nodes-{sim_s}s",
+        params={"nodes": nodes, "sim_s": sim_s, "seed": seed, "repeats": len(walls)},
+        metrics={
+            "deliveries": deliveries,
+            "wall_s": round(wall_s, 3),
+            "deliveries_per_s": round(deliveries / wall_s, 1),
+        },
+    )
+
+
 def run(args: argparse.Namespace) -> BenchReport:
     report = BenchReport(bench="sim")
+    report.results.append(_engine_floor(1_000, 5, args.seed, args.repeats))
     report.results.append(_case(1_000, 60, args.seed, args.repeats))
     if not args.quick:
         report.results.append(_case(10_000, 60, args.seed, args.repeats_large))
