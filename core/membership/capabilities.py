@@ -23,6 +23,7 @@ ACCELERATORS_MAX: Final = 4
 ROLES_MAX: Final = 8
 NAME_CHARS_MAX: Final = 24
 UINT32_MAX: Final = 2**32 - 1
+ADDRESS_CHARS_MAX: Final = 64
 UINT63_MAX: Final = 2**63 - 1
 
 TRAINER_RUNTIMES: Final = ("litert", "tflite-runtime", "numpy", "none")
@@ -48,6 +49,9 @@ class Capabilities:
     link_bandwidth_kbps: int
     device_class: str
     roles_allowed: tuple[str, ...]
+    # "host:port" where the owner's QUIC endpoint listens. Signed with the advert,
+    # so a member learned through gossip is reachable and nobody can redirect it.
+    address: str | None = None
 
     def __post_init__(self) -> None:
         _check_capabilities(self)
@@ -66,6 +70,8 @@ class Capabilities:
         }
         if self.battery_percent is not None:
             wire["bat_pct"] = self.battery_percent
+        if self.address is not None:
+            wire["addr"] = self.address
         return wire
 
     def to_status(self) -> dict[str, Any]:
@@ -81,6 +87,7 @@ class Capabilities:
             "link_bandwidth_kbps": self.link_bandwidth_kbps,
             "device_class": self.device_class,
             "roles_allowed": list(self.roles_allowed),
+            "address": self.address,
         }
 
     @classmethod
@@ -89,7 +96,7 @@ class Capabilities:
         if not isinstance(obj, dict) or not all(isinstance(key, str) for key in obj):
             raise AdvertError("capabilities must be a map with text keys")
         keys = set(obj)
-        if not required <= keys <= required | {"bat_pct", "roles"}:
+        if not required <= keys <= required | {"bat_pct", "roles", "addr"}:
             raise AdvertError(f"capabilities keys {sorted(keys)} are not the expected ones")
         try:
             return cls(
@@ -103,6 +110,7 @@ class Capabilities:
                 link_bandwidth_kbps=obj["bw_kbps"],
                 device_class=obj["class"],
                 roles_allowed=_str_tuple(obj.get("roles", []), ROLES_MAX, "roles"),
+                address=obj.get("addr"),
             )
         except TypeError as error:
             raise AdvertError(f"capabilities field of the wrong type: {error}") from None
@@ -143,6 +151,15 @@ def _check_capabilities(caps: Capabilities) -> None:
         role in ROLES for role in caps.roles_allowed
     ):
         raise AdvertError(f"roles_allowed must be distinct names from {ROLES}")
+    if caps.address is not None and not _is_address(caps.address):
+        raise AdvertError("address must be 'host:port' of at most 64 characters")
+
+
+def _is_address(text: object) -> bool:
+    if not isinstance(text, str) or not 0 < len(text) <= ADDRESS_CHARS_MAX:
+        return False
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 @dataclass(frozen=True, slots=True)
