@@ -21,7 +21,7 @@ admitted member gossiped it. A rejected peer is never added nor gossiped.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentmesh.core.admission import AdmissionPolicy, AdmissionRejected, JoinContext, VerifyFn
@@ -29,6 +29,7 @@ from agentmesh.core.identity import verify_from_peer_id
 from agentmesh.core.membership.capabilities import Capabilities
 from agentmesh.core.membership.config import MembershipConfig
 from agentmesh.core.membership.messages import (
+    SYNC_CHUNKS_MAX,
     Alive,
     JoinAccept,
     JoinChallenge,
@@ -65,6 +66,7 @@ class _JoinAttempt:
     nonce: bytes = b""
     deadline_ms: int = 0
     syncing: bool = False  # accept chunks are arriving from `seed`
+    chunks_seen: set[int] = field(default_factory=set)
 
 
 class MembershipMachine(ProbingMachine):
@@ -83,6 +85,7 @@ class MembershipMachine(ProbingMachine):
         capabilities: Capabilities | None = None,
         snapshot: MembershipSnapshot | None = None,
         random_bytes: RandomBytes | None = None,
+        seed_peer_ids: tuple[str, ...] = (),
     ) -> None:
         super().__init__(
             node_id,
@@ -97,6 +100,7 @@ class MembershipMachine(ProbingMachine):
             random_bytes=random_bytes,
         )
         self._init_probing()
+        self._seed_peer_ids = seed_peer_ids  # joined through at start (e.g. after a restart)
         self._join: _JoinAttempt | None = None
         self._pending_joins: dict[str, tuple[bytes, bytes, int]] = {}  # joiner -> nonces, expiry
         self._candidates: dict[str, int] = {}  # discovered, not (yet) members -> first seen ms
@@ -112,6 +116,10 @@ class MembershipMachine(ProbingMachine):
         self._now_ms = now_ms
         # Stagger the first probe over one period so nodes do not probe in lockstep.
         self._next_probe_ms = now_ms + self.rng.randrange(self.config.probe_interval_ms)
+        if self.incarnation > 0:  # a restart: tell the mesh we are back, above our old life
+            self._enqueue(Alive(self.node_id, self.incarnation, self._advert))
+        if self._seed_peer_ids:
+            self.join(self._seed_peer_ids, now_ms)
 
     def durable_state(self) -> dict[str, int]:
         """What the host persists: the highest incarnation issued (a restart rejoins above it)."""
@@ -140,15 +148,20 @@ class MembershipMachine(ProbingMachine):
 
     def next_deadline(self) -> int | None:
         deadline = self._probe_deadline()
-        for other in (
-            self._gossip_due_ms,
-            self._relay_deadline(),
-            min((s.deadline_ms for s in self._suspicions.values()), default=None),
-            self._join.deadline_ms if self._join is not None else None,
-            min((p[2] for p in self._pending_joins.values()), default=None),
-        ):
-            if other is not None and (deadline is None or other < deadline):
-                deadline = other
+        others: list[int] = []
+        if self._gossip_due_ms is not None:
+            others.append(self._gossip_due_ms)
+        if self._relays:
+            others.append(min(relay[3] for relay in self._relays.values()))
+        if self._suspicions:
+            others.append(min(timer.deadline_ms for timer in self._suspicions.values()))
+        if self._join is not None:
+            others.append(self._join.deadline_ms)
+        if self._pending_joins:
+            others.append(min(pending[2] for pending in self._pending_joins.values()))
+        if others:
+            earliest = min(others)
+            return earliest if deadline is None or earliest < deadline else deadline
         return deadline
 
     # -- commands ----------------------------------------------------------------------
@@ -190,6 +203,7 @@ class MembershipMachine(ProbingMachine):
         attempt.nonce = self._random_bytes(16)
         attempt.deadline_ms = now_ms + self.config.join_timeout_ms
         attempt.syncing = False
+        attempt.chunks_seen.clear()
         self.send(attempt.seed, JoinHello(self.mesh, attempt.nonce))
 
     def _tick_join(self, now_ms: int) -> None:
@@ -238,19 +252,27 @@ class MembershipMachine(ProbingMachine):
         attempt.deadline_ms = now_ms + self.config.join_timeout_ms
         if message.your_incarnation > self.incarnation:
             self._refute(message.your_incarnation)  # the mesh remembers a later life of ours
+        if message.chunk in attempt.chunks_seen or message.chunks > SYNC_CHUNKS_MAX:
+            self.count("join_accept_duplicate")
+            return
+        if not attempt.chunks_seen:
+            self._enqueue(Alive(self.node_id, self.incarnation, self._advert))
+        attempt.chunks_seen.add(message.chunk)
         for update in message.updates:
             self._apply_synced(update)
-        if message.last:
+        if len(attempt.chunks_seen) >= message.chunks:
             self._join = None
-            self._enqueue(Alive(self.node_id, self.incarnation, self._advert))
 
     def _apply_synced(self, update: Update) -> None:
         """A record from the seed's table: the seed vouches for it (it is a member)."""
+        # Not re-gossiped when new to us: the mesh knows its members, only we did not.
         if isinstance(update, Alive):
-            self._apply_alive(update, VIA_MEMBER)
+            self._apply_alive(update, VIA_MEMBER, spread=False)
         elif isinstance(update, Suspect):
             if update.peer_id not in self._members:
-                self._apply_alive(Alive(update.peer_id, update.incarnation), VIA_MEMBER)
+                self._apply_alive(
+                    Alive(update.peer_id, update.incarnation), VIA_MEMBER, spread=False
+                )
             self._apply_suspect(update)
         else:
             self.count("sync_update_ignored")  # seeds sync live members only
@@ -329,25 +351,42 @@ class MembershipMachine(ProbingMachine):
                 updates.append(Suspect(member.peer_id, member.incarnation, self.node_id))
         joiner_record = self._members.get(joiner)
         joiner_incarnation = joiner_record.incarnation if joiner_record is not None else 0
-        chunk = self.config.join_sync_chunk
-        for start in range(0, len(updates), chunk):
-            last = start + chunk >= len(updates)
-            part = tuple(updates[start : start + chunk])
-            self.send(joiner, JoinAccept(self.mesh, joiner_incarnation, part, last))
+        size = self.config.join_sync_chunk
+        chunks = min(SYNC_CHUNKS_MAX, -(-len(updates) // size))
+        for chunk in range(chunks):
+            part = tuple(updates[chunk * size : (chunk + 1) * size])
+            self.send(joiner, JoinAccept(self.mesh, joiner_incarnation, part, chunk, chunks))
 
     # -- invariants ------------------------------------------------------------------------
 
     def check_invariants(self) -> None:
-        """O(1)-ish checks plus a rotating sample of members (see check_invariants_full)."""
-        self._check_self_and_bounds()
-        members = self._members
+        """O(1) checks plus a rotating sample of members (see check_invariants_full).
+
+        The simulator calls this after every step, so it must stay cheap at 10,000
+        members; the full scan runs in tests and in the scenario's global checks."""
+        own = self._members.get(self.node_id)
+        if (
+            own is None
+            or own.incarnation != self.incarnation
+            or own.state != (LEFT if self.leaving else ALIVE)
+            or self.incarnation != self._incarnation_issued_max
+            or len(self._members) > self.config.members_max
+            or len(self._queue) > self.config.gossip_queue_max
+            or len(self._relays) > self.config.indirect_probes_max
+            or len(self._pending_joins) > self.config.pending_joins_max
+        ):
+            self._check_self_and_bounds()  # the precise (slower) check names the failure
+        for peer_id, timer in self._suspicions.items():
+            member = self._members.get(peer_id)
+            if member is None or member.state != SUSPECT or member.incarnation != timer.incarnation:
+                raise InvariantViolation(f"suspicion timer for {peer_id} whose record is {member}")
         order = self._probe_order
         if len(order):
-            for _ in range(INVARIANT_SAMPLE):
-                self._invariant_cursor = (self._invariant_cursor + 1) % len(order)
-                member = members.get(order.entry(self._invariant_cursor))
-                if member is not None:
-                    self._check_member(member)
+            cursor = (self._invariant_cursor + 1) % len(order)
+            self._invariant_cursor = cursor
+            member = self._members.get(order.entry(cursor))
+            if member is not None:
+                self._check_member(member)
 
     def check_invariants_full(self) -> None:
         """Every invariant over the whole table (O(members)): for tests and global checks."""

@@ -25,6 +25,7 @@ NONCE_BYTES: Final = 16
 PROOF_BYTES_MAX: Final = 32
 MESH_CHARS_MAX: Final = 64
 REASON_CHARS_MAX: Final = 32
+SYNC_CHUNKS_MAX: Final = 4096
 
 
 class MembershipWireError(ValueError):
@@ -365,12 +366,14 @@ class JoinRequest:
 
 @dataclass(frozen=True, slots=True)
 class JoinAccept:
-    """Seed -> joiner: admitted; one chunk of the seed's member table (push-pull sync)."""
+    """Seed -> joiner: admitted; chunk `chunk` of `chunks` of the seed's member table
+    (a push-pull sync as memberlist does on join; chunks may arrive in any order)."""
 
     mesh: str
     your_incarnation: int
     updates: tuple[Update, ...]
-    last: bool
+    chunk: int
+    chunks: int
     TYPE: ClassVar[str] = "join_accept"
 
     def to_wire(self) -> dict[str, Any]:
@@ -379,16 +382,18 @@ class JoinAccept:
             "mesh": self.mesh,
             "your_inc": self.your_incarnation,
             "u": _updates_to_wire(self.updates),
-            "last": self.last,
+            "chunk": self.chunk,
+            "chunks": self.chunks,
         }
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> JoinAccept:
-        obj = _keys(obj, {"t", "mesh", "your_inc", "u", "last"})
-        if not isinstance(obj["last"], bool):
-            raise MembershipWireError("'last' must be a boolean")
+        obj = _keys(obj, {"t", "mesh", "your_inc", "u", "chunk", "chunks"})
+        chunk, chunks = _uint(obj, "chunk"), _uint(obj, "chunks")
+        if not chunk < chunks <= SYNC_CHUNKS_MAX:
+            raise MembershipWireError(f"chunk {chunk} of {chunks} is out of range")
         return cls(
-            _text(obj, "mesh", MESH_CHARS_MAX), _uint(obj, "your_inc"), _updates(obj), obj["last"]
+            _text(obj, "mesh", MESH_CHARS_MAX), _uint(obj, "your_inc"), _updates(obj), chunk, chunks
         )
 
 

@@ -100,7 +100,9 @@ class MembershipView(MachineBase):
             old = self._members.get(node_id)
             if old is not None:
                 self._live -= old.state in LIVE_STATES
-                self.incarnation = max(self.incarnation, old.incarnation + 1)
+                # An alive record of ours needs no outbidding; any other state does (§4.2).
+                outbid = old.incarnation + (old.state != ALIVE)
+                self.incarnation = max(self.incarnation, outbid)
                 self._incarnation_issued_max = self.incarnation
         if capabilities is not None:
             self._sign_advert(capabilities)
@@ -248,7 +250,7 @@ class MembershipView(MachineBase):
             else:
                 self._apply_departure(update.peer_id, update.incarnation, LEFT, update)
 
-    def _apply_alive(self, alive: Alive, via: str) -> None:
+    def _apply_alive(self, alive: Alive, via: str, spread: bool = True) -> None:
         peer_id = alive.peer_id
         current = self._members.get(peer_id)
         if peer_id == self.node_id:
@@ -261,9 +263,11 @@ class MembershipView(MachineBase):
                 return
             advert = self._verified_advert(alive.advert, None)
             self._set(peer_id, ALIVE, alive.incarnation, advert, via)
-            self._enqueue(
-                alive if advert is alive.advert else Alive(peer_id, alive.incarnation, advert)
-            )
+            if spread:
+                fresh = (
+                    alive if advert is alive.advert else Alive(peer_id, alive.incarnation, advert)
+                )
+                self._enqueue(fresh)
             self.emit("member_joined", peer_id=peer_id, incarnation=alive.incarnation)
             return
         if alive.incarnation > current.incarnation:

@@ -35,7 +35,10 @@ from agentmesh.core.sim.engine import (
 from agentmesh.core.sim.faults import Crash, Partition, last_heal_ms
 
 # One line per module that registers scenarios; other modules append theirs.
-SCENARIO_MODULES: tuple[str, ...] = ("agentmesh.core.sim.gossip_scenario",)
+SCENARIO_MODULES: tuple[str, ...] = (
+    "agentmesh.core.sim.gossip_scenario",
+    "agentmesh.core.membership.scenario",
+)
 
 
 class ScenarioHooks(SimHooks):  # type: ignore[misc]  # mypy cannot follow the editable agentmesh mapping
