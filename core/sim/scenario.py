@@ -38,6 +38,7 @@ from agentmesh.core.sim.faults import Crash, Partition, last_heal_ms
 SCENARIO_MODULES: tuple[str, ...] = (
     "agentmesh.core.sim.gossip_scenario",
     "agentmesh.core.membership.scenario",
+    "agentmesh.core.consensus.sim_scenario",
 )
 
 
