@@ -24,6 +24,7 @@ from agentmesh.core.membership.messages import (
     Ping,
     PingReq,
     Suspect,
+    SyncRequest,
     message_from_wire,
 )
 from agentmesh.core.membership.table import ALIVE, DEAD, LEFT, SUSPECT, Member, MembershipSnapshot
@@ -55,6 +56,7 @@ __all__ = [
     "Ping",
     "PingReq",
     "Suspect",
+    "SyncRequest",
     "message_from_wire",
     "sign_advert",
 ]

@@ -34,6 +34,9 @@ class MembershipConfig:
     join_timeout_ms: int = 3_000
     join_attempts_max: int = 5
     join_sync_chunk: int = 64
+    # Periodic push-pull anti-entropy with one random member (memberlist PushPullInterval),
+    # stretched in large meshes as memberlist's pushPullScale does.
+    push_pull_interval_ms: int = 30_000
     dead_retention_ms: int = 60_000  # how long dead/left records are kept before reaping
     # bounds
     members_max: int = DEFAULT_LIMITS.peers_max
@@ -96,3 +99,10 @@ def suspicion_timeout_ms(minimum: int, maximum: int, confirmations: int, expecte
         return minimum
     fraction = math.log(confirmations + 1) / math.log(expected + 1)
     return max(minimum, int(maximum - (maximum - minimum) * fraction))
+
+
+def push_pull_interval_ms(interval_ms: int, members: int) -> int:
+    """memberlist pushPullScale: x(ceil(log2 n - log2 32) + 1) above 32 members."""
+    if members <= 32:
+        return interval_ms
+    return interval_ms * (math.ceil(math.log2(members) - math.log2(32)) + 1)

@@ -27,7 +27,7 @@ from typing import Any
 from agentmesh.core.admission import AdmissionPolicy, AdmissionRejected, JoinContext, VerifyFn
 from agentmesh.core.identity import verify_from_peer_id
 from agentmesh.core.membership.capabilities import Capabilities
-from agentmesh.core.membership.config import MembershipConfig
+from agentmesh.core.membership.config import MembershipConfig, push_pull_interval_ms
 from agentmesh.core.membership.messages import (
     SYNC_CHUNKS_MAX,
     Alive,
@@ -37,6 +37,7 @@ from agentmesh.core.membership.messages import (
     JoinReject,
     JoinRequest,
     Suspect,
+    SyncRequest,
     Update,
 )
 from agentmesh.core.membership.probing import ProbingMachine
@@ -109,6 +110,9 @@ class MembershipMachine(ProbingMachine):
         self._handlers[JoinRequest] = self._on_join_request
         self._handlers[JoinAccept] = self._on_join_accept
         self._handlers[JoinReject] = self._on_join_reject
+        self._handlers[SyncRequest] = self._on_sync_request
+        self._sync_peer: str | None = None  # the member whose table we asked for
+        self._next_sync_ms = 0
 
     # -- contract ----------------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class MembershipMachine(ProbingMachine):
         self._now_ms = now_ms
         # Stagger the first probe over one period so nodes do not probe in lockstep.
         self._next_probe_ms = now_ms + self.rng.randrange(self.config.probe_interval_ms)
+        self._next_sync_ms = now_ms + self.rng.randrange(self._sync_interval_ms())
         if self.incarnation > 0:  # a restart: tell the mesh we are back, above our old life
             self._enqueue(Alive(self.node_id, self.incarnation, self._advert))
         if self._seed_peer_ids:
@@ -145,10 +150,12 @@ class MembershipMachine(ProbingMachine):
             self._tick_gossip(now_ms)
         if self._join is not None or self._pending_joins:
             self._tick_join(now_ms)
+        if now_ms >= self._next_sync_ms and not self.leaving:
+            self._start_sync(now_ms)
 
     def next_deadline(self) -> int | None:
         deadline = self._probe_deadline()
-        others: list[int] = []
+        others: list[int] = [] if self.leaving else [self._next_sync_ms]
         if self._gossip_due_ms is not None:
             others.append(self._gossip_due_ms)
         if self._relays:
@@ -242,6 +249,10 @@ class MembershipMachine(ProbingMachine):
 
     def _on_join_accept(self, message: JoinAccept, sender: str, now_ms: int) -> None:
         attempt = self._join
+        if attempt is None and sender == self._sync_peer and sender in self._members:
+            for update in message.updates:  # anti-entropy answer from a member
+                self._apply_synced(update)
+            return
         if attempt is None or sender != attempt.seed or message.mesh != self.mesh:
             self.count("join_accept_unexpected")
             return
@@ -284,6 +295,25 @@ class MembershipMachine(ProbingMachine):
             return
         self._join = None
         self.emit("join_rejected", seed=sender, reason=message.reason)
+
+    # -- anti-entropy (memberlist push-pull) -------------------------------------------
+
+    def _sync_interval_ms(self) -> int:
+        return push_pull_interval_ms(self.config.push_pull_interval_ms, self._live)
+
+    def _start_sync(self, now_ms: int) -> None:
+        self._next_sync_ms = now_ms + self._sync_interval_ms()
+        partners = self._random_members(1, exclude=None)
+        self._sync_peer = partners[0] if partners else None
+        if self._sync_peer is not None:
+            self.send(self._sync_peer, SyncRequest(self.mesh))
+            self.count("syncs")
+
+    def _on_sync_request(self, message: SyncRequest, sender: str, now_ms: int) -> None:
+        if message.mesh != self.mesh or not self._is_live_member(sender):
+            self.count("sync_from_non_member")
+            return
+        self._send_sync(sender)
 
     # -- seed side -------------------------------------------------------------------------
 

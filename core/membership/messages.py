@@ -398,6 +398,23 @@ class JoinAccept:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """Member -> member: send me your table (periodic push-pull anti-entropy, as in
+    memberlist; repairs what infection-style dissemination missed)."""
+
+    mesh: str
+    TYPE: ClassVar[str] = "sync"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.TYPE, "mesh": self.mesh}
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> SyncRequest:
+        obj = _keys(obj, {"t", "mesh"})
+        return cls(_text(obj, "mesh", MESH_CHARS_MAX))
+
+
+@dataclass(frozen=True, slots=True)
 class JoinReject:
     """Seed -> joiner: not admitted, with the stable reason code."""
 
@@ -425,6 +442,7 @@ Message = (
     | JoinRequest
     | JoinAccept
     | JoinReject
+    | SyncRequest
 )
 
 _BY_TYPE: Final[dict[str, Any]] = {
@@ -440,6 +458,7 @@ _BY_TYPE: Final[dict[str, Any]] = {
         JoinRequest,
         JoinAccept,
         JoinReject,
+        SyncRequest,
     )
 }
 

@@ -394,7 +394,9 @@ class MembershipView(MachineBase):
     def _random_members(self, count: int, exclude: str | None) -> list[str]:
         """Up to `count` distinct live members other than us and `exclude` (rejection sampling)."""
         chosen: list[str] = []
-        if self._live <= 1:
+        # `_live` counts us too while we are alive; a leaving node is no longer live
+        # itself but must still reach the others with its Left.
+        if self._live <= (0 if self.leaving else 1):
             return chosen
         members = self._members
         for _ in range(4 * count + 8):
