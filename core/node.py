@@ -98,7 +98,7 @@ class MachineBase:
     def send(self, to: str, message: Any) -> None:
         self._outbox.append(Send(to, message))
 
-    def emit(self, kind: str, **data: Any) -> None:
+    def emit(self, kind: str, /, **data: Any) -> None:
         self._outbox.append(Event(kind, data))
 
     def count(self, name: str, by: int = 1) -> None:

@@ -11,6 +11,7 @@ from importlib import metadata
 # Each module named here exposes `register(subparsers) -> None`, which adds one
 # subcommand whose parser has `func=handler(args) -> int` set as a default.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "agentmesh.edge._cmd_agent",
     "agentmesh.tools.bench.cli",
     "agentmesh.edge._cmd_sim",
 )

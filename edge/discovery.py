@@ -103,7 +103,7 @@ class MdnsDiscovery:
     def _service_info(self) -> AsyncServiceInfo:
         properties = {"id": self.peer_id, "mesh": self.mesh, "port": str(self.port)}
         properties.update({k: v[:_TXT_VALUE_BYTES_MAX] for k, v in self.summary.items()})
-        addresses = [self.advertise_address] if self.advertise_address else [_default_address()]
+        addresses = [self.advertise_address] if self.advertise_address else [default_address()]
         return AsyncServiceInfo(
             SERVICE_TYPE,
             f"{self.peer_id}.{SERVICE_TYPE}",
@@ -170,7 +170,7 @@ def parse_service(info: AsyncServiceInfo) -> FoundPeer | None:
     return FoundPeer(peer_id, mesh, addresses[0], int(info.port), properties)
 
 
-def _default_address() -> str:
+def default_address() -> str:
     """The address other hosts reach us on (no packet is sent by connect on UDP)."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
