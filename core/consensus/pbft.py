@@ -57,6 +57,10 @@ class Replica(TransferMixin):
             self.timer_deadline = None
             # TOCS §4.4: the timer expired in view v, so move to view v + 1.
             self.start_view_change(self.view + 1)
+        if self.vc_resend_ms is not None and now_ms >= self.vc_resend_ms:
+            self.vc_resend_ms = None
+            if self.view_changing:
+                self.resend_view_change()
         if self.certified and min(self.certified) > self.last_executed + 1:
             self.request_state(None)
         self.observer_tick()
@@ -67,7 +71,8 @@ class Replica(TransferMixin):
         return self.durable.copy()
 
     def next_deadline(self) -> int | None:
-        deadlines = [d for d in (self.timer_deadline, self.observer_fetch_ms) if d is not None]
+        timers = (self.timer_deadline, self.observer_fetch_ms, self.vc_resend_ms)
+        deadlines = [d for d in timers if d is not None]
         if self.certified and min(self.certified) > self.last_executed + 1:
             deadlines.append(max(self.fetch_after_ms, self.now_ms + 1))
         return min(deadlines, default=None)

@@ -61,6 +61,7 @@ from .messages import (
 from .proofs import verify_pre_prepare
 
 EntryValidator = Callable[[Entry], bool]
+EARLY_VIEWS_MAX = 2  # keep messages for views up to view + this until their NEW-VIEW
 
 
 class Slot:
@@ -117,10 +118,12 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         self.checkpoint_votes: dict[int, dict[str, Checkpoint]] = {}
         self.own_checkpoints: dict[int, Snapshot] = {}
         self.view_changes: dict[int, dict[str, ViewChange]] = {}
+        self.early: list[tuple[PrePrepare | Vote, str]] = []
         self.view_changing = False
         self.new_view_sent_for = -1
         self.vc_attempts = 0
         self.timer_deadline: int | None = None
+        self.vc_resend_ms: int | None = None
         self.fetch_after_ms = 0
         self.observer_fetch_ms: int | None = None
         self.next_seq = max(d.last_executed, self.low_mark) + 1
@@ -281,7 +284,7 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         if not wellformed.pre_prepare(pp, config.batch_entries_max, config.entry_body_bytes_max):
             self.count("malformed_pre_prepare")
             return
-        if not self._current(pp.epoch, pp.view, pp.sender, sender):
+        if not self._current(pp.epoch, pp.view, pp.sender, sender, pp):
             return
         if not self.in_window(pp.seq):
             self.count("pre_prepare_outside_window")
@@ -319,7 +322,31 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         self.broadcast(vote)
         self._check_prepared(pp.seq, slot)
 
-    def _current(self, epoch: int, view: int, signer: str, sender: str) -> bool:
+    def _keep_early(self, message: PrePrepare | Vote, sender: str) -> None:
+        """Messages for the view we are entering arrive before its NEW-VIEW: keep a few."""
+        if len(self.early) >= self.config.window * 4:
+            self.count("dropped_early_message")
+            return
+        self.early.append((message, sender))
+
+    def replay_early(self) -> None:
+        """Feed the kept messages of the view just entered through the normal checks."""
+        now = [(m, s) for m, s in self.early if m.view == self.view]
+        self.early = [(m, s) for m, s in self.early if m.view > self.view]
+        for message, sender in now:
+            if isinstance(message, PrePrepare):
+                self.on_pre_prepare(message, sender)
+            else:
+                self.on_vote(message, sender)
+
+    def _current(
+        self,
+        epoch: int,
+        view: int,
+        signer: str,
+        sender: str,
+        message: PrePrepare | Vote | None = None,
+    ) -> bool:
         """Normal-case messages count only in this epoch and view, outside a view change."""
         if epoch != self.epoch:
             self.on_other_epoch(epoch, sender)
@@ -329,7 +356,11 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
             return False
         if view != self.view or self.view_changing:
             self.count("wrong_view")
-            if view > self.view:
+            if self.view <= view <= self.view + EARLY_VIEWS_MAX and message is not None:
+                self._keep_early(message, sender)
+            if view > self.view or self.view_changing:
+                # Others are ahead, or progress without us: certified batches do not
+                # depend on the view, so catch up through state transfer.
                 self.request_state(sender)
             return False
         return True
@@ -338,7 +369,7 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         if not wellformed.vote(vote):
             self.count("malformed_vote")
             return
-        if not self._current(vote.epoch, vote.view, vote.sender, sender):
+        if not self._current(vote.epoch, vote.view, vote.sender, sender, vote):
             return
         if not self.in_window(vote.seq):
             self.count("vote_outside_window")
@@ -443,9 +474,10 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
             certificate=cert,
         )
         # Progress: restart the timer and reset the backoff (TOCS §4.5.2).
-        self.vc_attempts = 0
-        self.timer_deadline = None
-        self.arm_request_timer()
+        if not self.view_changing:
+            self.vc_attempts = 0
+            self.timer_deadline = None
+            self.arm_request_timer()
         committee_entries = [e for e in certified.batch if e.kind == COMMITTEE_ENTRY_KIND]
         if committee_entries:
             self._change_epoch(seq, committee_entries[-1])
@@ -473,6 +505,7 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         self.low_mark = seq
         self.next_seq = seq + 1
         self.slots.clear()
+        self.early.clear()
         self.certified.clear()
         self.checkpoint_votes.clear()
         self.own_checkpoints.clear()
@@ -586,6 +619,8 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
             problems.append("view-change table above the bound")
         if any(len(t) > self.committee.size for t in self.view_changes.values()):
             problems.append("more view-changes in a view than members")
+        if len(self.early) > config.window * 4:
+            problems.append("early messages above the bound")
         if len(self.durable.retained) > config.retained_batches_max:
             problems.append("retained batches above the bound")
         if self.stable.seq > self.last_executed:

@@ -8,6 +8,7 @@ from .messages import (
     KIND_PRE_PREPARE,
     NewView,
     PrePrepare,
+    Request,
     ViewChange,
 )
 from .proofs import (
@@ -33,7 +34,9 @@ class ViewChangeMixin(ReplicaCore):
         self.view_changing = True
         self.view_changes.setdefault(vc.new_view, {})[self.node_id] = vc
         self.broadcast(vc)
-        self.timer_deadline = self.now_ms + self.timeout_ms()
+        self.timer_deadline = None
+        self.vc_resend_ms = self.now_ms + self.config.view_change_timeout_ms
+        self.arm_view_change_timer()
 
     def start_view_change(self, new_view: int) -> None:
         """Stop accepting messages of the old view; ask for `new_view` (TOCS §4.4)."""
@@ -62,10 +65,30 @@ class ViewChangeMixin(ReplicaCore):
         self.view_changes.setdefault(new_view, {})[self.node_id] = vc
         self._prune_view_changes()
         self.broadcast(vc)
-        self.timer_deadline = self.now_ms + self.timeout_ms()
+        self.resend_requests()
+        self.timer_deadline = None
+        self.vc_resend_ms = self.now_ms + self.config.view_change_timeout_ms
         self.count("view_changes_started")
         self.event("view_change", epoch=self.epoch, view=new_view)
+        self.arm_view_change_timer()
         self._try_new_view()
+
+    def arm_view_change_timer(self) -> None:
+        """TOCS §4.5.2: wait for NEW-VIEW only once quorum VIEW-CHANGEs for this view arrived.
+
+        A replica alone in a view change (partitioned, restarted) therefore does not
+        race ahead through views the others never reach; it follows them instead.
+        """
+        if not self.view_changing or self.timer_deadline is not None:
+            return
+        if len(self.view_changes.get(self.view, {})) >= self.committee.quorum:
+            self.timer_deadline = self.now_ms + self.timeout_ms()
+
+    def resend_requests(self) -> None:
+        """Clients retransmit on timeout (TOCS §4.5.2); we do it for our oldest requests
+        so that a request that reached no one else (a partition) is not stranded here."""
+        for entry in list(self.pending.values())[: self.config.batch_entries_max]:
+            self.broadcast(Request(entry))
 
     def _prune_view_changes(self) -> None:
         low = self.view if self.view_changing else self.view + 1
@@ -106,14 +129,30 @@ class ViewChangeMixin(ReplicaCore):
             return
         table[vc.sender] = vc
         self._join_higher_views()
+        self.arm_view_change_timer()
         self._try_new_view()
 
     def _help_lagging(self, peer: str) -> None:
-        """A peer is changing to a view we already left: send it our NEW-VIEW."""
+        """A peer asks for a view below ours: send our NEW-VIEW, or our own VIEW-CHANGE."""
         new_view = self.durable.new_view
-        if new_view is not None and new_view.epoch == self.epoch and new_view.view == self.view:
+        if self.view_changing:
+            own = self.view_changes.get(self.view, {}).get(self.node_id)
+            if own is not None:
+                self.count("view_change_resent")
+                self.send_to(peer, own)
+        elif new_view is not None and new_view.epoch == self.epoch and new_view.view == self.view:
             self.count("new_view_resent")
             self.send_to(peer, new_view)
+
+    def resend_view_change(self) -> None:
+        """Retransmit our VIEW-CHANGE while the view change lasts (messages may be lost)."""
+        own = self.view_changes.get(self.view, {}).get(self.node_id)
+        if self.view_changing and own is not None:
+            self.count("view_change_resent")
+            self.broadcast(own)
+            self.resend_requests()
+            self.request_state(None)  # the others may be deciding without us
+        self.vc_resend_ms = self.now_ms + self.config.view_change_timeout_ms
 
     def _join_higher_views(self) -> None:
         """TOCS §4.5.2: f+1 replicas ask for views above ours, so join the smallest we can."""
@@ -238,4 +277,5 @@ class ViewChangeMixin(ReplicaCore):
         self.arm_request_timer()
         self.count("new_views_entered")
         self.event("new_view", epoch=self.epoch, view=nv.view, primary=nv.sender)
+        self.replay_early()
         self._maybe_propose()
