@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agentmesh.core.admission import PskPolicy
@@ -33,8 +33,9 @@ from agentmesh.core.membership.table import (
     MembershipSnapshot,
 )
 from agentmesh.core.node import Event, InvariantViolation
-from agentmesh.core.sim.engine import ScheduledCall, Simulation, node_name
+from agentmesh.core.sim.engine import ScheduledCall, SimConfig, Simulation, node_name, stream
 from agentmesh.core.sim.faults import Crash
+from agentmesh.core.sim.network import NetworkConfig
 from agentmesh.core.sim.scenario import (
     Scenario,
     ScenarioHooks,
@@ -108,6 +109,8 @@ class MembershipChecks(ScenarioHooks):
     crash_dead_ms: dict[str, int] = field(default_factory=dict)
     false_suspicions: int = 0
     false_deaths: int = 0
+    falsely_suspected: set[str] = field(default_factory=set)
+    falsely_dead: set[str] = field(default_factory=set)
     _cursor: int = 0
 
     def attach(self, sim: Simulation) -> None:
@@ -131,8 +134,10 @@ class MembershipChecks(ScenarioHooks):
                 self.crash_dead_ms.setdefault(node_id, time_ms)
         elif kind == "member_suspect" and self.sim.alive[self.sim.index[peer_id]]:
             self.false_suspicions += 1
+            self.falsely_suspected.add(peer_id)
         elif kind == "member_dead" and self.sim.alive[self.sim.index[peer_id]]:
             self.false_deaths += 1
+            self.falsely_dead.add(peer_id)
             if self.strict:
                 raise InvariantViolation(
                     f"{node_id} declared live {peer_id} dead on a lossless network"
@@ -150,8 +155,8 @@ class MembershipChecks(ScenarioHooks):
     def check_liveness(self, sim: Simulation, judged_until_ms: int) -> list[str]:
         failures: list[str] = []
         live = sim.live_nodes()
-        joiner_up = sim.alive[sim.index[self.joiner]]
-        crashed_down = not sim.alive[sim.index[self.crashed]]
+        joiner_up = bool(self.joiner) and sim.alive[sim.index[self.joiner]]
+        crashed_down = bool(self.crashed) and not sim.alive[sim.index[self.crashed]]
         for node in live:
             machine = sim.machines[node]
             node_id = sim.node_ids[node]
@@ -163,6 +168,15 @@ class MembershipChecks(ScenarioHooks):
             crashed = machine.member(self.crashed)
             if crashed_down and crashed is not None and crashed.state not in (DEAD, LEFT):
                 failures.append(f"{node_id} still holds crashed {self.crashed} as {crashed.state}")
+            falsely_dead = [
+                peer
+                for peer in self.falsely_dead
+                if machine.member(peer) and machine.member(peer).state == DEAD
+            ]
+            if falsely_dead:
+                failures.append(
+                    f"{node_id} still holds live {falsely_dead[0]} dead (never refuted)"
+                )
             if len(failures) >= 10:
                 break
         return failures
@@ -178,6 +192,8 @@ class MembershipChecks(ScenarioHooks):
             **_spread("crash_dead", self.crash_dead_ms, live, CRASH_AT_MS),
             "false_suspicions": self.false_suspicions,
             "false_deaths": self.false_deaths,
+            "falsely_suspected_fraction": len(self.falsely_suspected) / len(live),
+            "falsely_dead_fraction": len(self.falsely_dead) / len(live),
         }
 
 
@@ -237,6 +253,27 @@ def membership_setup(
     crashes = (Crash(CRASH_AT_MS, frozenset([1])),) if crashed else ()
     hooks = MembershipChecks(joiner=joiner, crashed=crashed)
     return ScenarioSetup(factory, hooks, calls, (), crashes)
+
+
+def run_membership(
+    nodes: int,
+    *,
+    seed: int = 1,
+    duration_ms: int = 20_000,
+    loss: float = 0.0,
+    join: bool = True,
+    crash: bool = True,
+) -> tuple[Simulation, MembershipChecks]:
+    """One run of the scenario (or of its join/crash-free baseline) for tests and benches."""
+    config = SimConfig(nodes, seed, duration_ms, network=NetworkConfig(loss=loss))
+    params = ScenarioParams(nodes, seed, duration_ms, 0, stream(seed, "scenario"))
+    setup = membership_setup(params, join=join, crash=crash)
+    config = replace(config, crashes=setup.crashes)
+    hooks = setup.hooks
+    assert isinstance(hooks, MembershipChecks)
+    sim = Simulation(config, setup.factory, hooks, setup.calls)
+    sim.run()
+    return sim, hooks
 
 
 def build_membership(params: ScenarioParams) -> ScenarioSetup:
