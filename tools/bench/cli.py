@@ -17,6 +17,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "sim": ("agentmesh.tools.bench.sim", "simulator deliveries per wall second, 1k and 10k nodes"),
     "aggregation": ("agentmesh.tools.bench.aggregation", "FedAvg, median, trim, Krum vs copy"),
     "wire": ("agentmesh.tools.bench.wire", "CBOR encode/decode and envelope seal/open, 1 KB"),
+    "membership": ("agentmesh.tools.bench.membership", "SWIM join/crash convergence, 1k+10k nodes"),
 }
 
 
