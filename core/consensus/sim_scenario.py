@@ -46,7 +46,7 @@ SIM_CONSENSUS = ConsensusConfig(
     batch_entries_max=8,
     inflight_batches_max=4,
     view_change_timeout_ms=400,
-    view_change_timeout_max_ms=3200,
+    view_change_timeout_max_ms=1600,
     fetch_interval_ms=100,
     fetch_batches_max=32,
     retained_batches_max=64,
@@ -90,7 +90,8 @@ class IdleNode:
     def check_invariants(self) -> None: ...
 
 
-def draw_plan(nodes: int, rng: random.Random) -> BftPlan:
+def draw_plan(nodes: int, rng: random.Random, attack: str | None = None) -> BftPlan:
+    """The seed's committee size and faulty members (`attack` forces f of that kind)."""
     if nodes < 6:
         size = nodes
     elif nodes <= 12:
@@ -100,16 +101,17 @@ def draw_plan(nodes: int, rng: random.Random) -> BftPlan:
     plan = BftPlan(size)
     f = (size - 1) // 3
     spare = list(range(size, min(nodes, size + 2)))
-    for index in rng.sample(range(size), rng.randint(0, f)):
-        attack = rng.choice(ATTACKS)
-        if attack == "twins" and (not spare or spare[0] != size):
-            attack = "silent"
-        if attack == "twins":
+    count = rng.randint(0, f) if attack is None else f
+    for index in rng.sample(range(size), count):
+        chosen = rng.choice(ATTACKS) if attack is None else attack
+        if chosen == "twins" and (not spare or spare[0] != size):
+            chosen = "silent"
+        if chosen == "twins":
             if plan.twin_slot is not None:
-                attack = "equivocate"
+                chosen = "equivocate"
             else:
                 plan.twin_slot, plan.twin_of = size, index
-        plan.byzantine[index] = attack
+        plan.byzantine[index] = chosen
     plan.observers = tuple(i for i in spare if i != plan.twin_slot)
     return plan
 
@@ -260,9 +262,10 @@ def _faults(
     return tuple(partitions), tuple(crashes)
 
 
-def build(params: ScenarioParams) -> ScenarioSetup:
+def build(params: ScenarioParams, attack: str | None = None) -> ScenarioSetup:
+    """The scenario of one seed; `attack` pins every faulty member to one behaviour."""
     rng = params.rng
-    plan = draw_plan(params.nodes, rng)
+    plan = draw_plan(params.nodes, rng, attack)
     keyring = FakeKeyring(rng.randbytes(16))
     genesis = Committee(0, tuple(node_name(i) for i in range(plan.committee_size)))
     checks = BftChecks(plan, keyring, genesis)
