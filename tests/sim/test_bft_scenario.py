@@ -39,8 +39,9 @@ def _run(scenario_name: str, build: object, nodes: int, seed: int) -> tuple[bool
     scenario = sim_scenario.Scenario(scenario_name, "", build, 4)
     outcome = run_scenario(scenario, config, LIVENESS_BOUND_MS)
     replay = (
-        f"agent sim --scenario bft --nodes {nodes} --seed {seed} --duration-s {DURATION_MS / 1000:g} "
-        f"--liveness-bound-s {LIVENESS_BOUND_MS / 1000:g} --latency uniform:1:10 {' '.join(flags)}"
+        f"agent sim --scenario bft --nodes {nodes} --seed {seed} "
+        f"--duration-s {DURATION_MS / 1000:g} --liveness-bound-s {LIVENESS_BOUND_MS / 1000:g} "
+        f"--latency uniform:1:10 {' '.join(flags)}"
     )
     problem = ""
     if outcome.sim.violation is not None:
