@@ -10,7 +10,13 @@ from collections.abc import Callable
 
 import pytest
 
-from agentmesh.core.admission import AdmissionPolicy, InvitePolicy, OpenPolicy, PskPolicy, issue_invite
+from agentmesh.core.admission import (
+    AdmissionPolicy,
+    InvitePolicy,
+    OpenPolicy,
+    PskPolicy,
+    issue_invite,
+)
 from agentmesh.core.identity import Identity
 from agentmesh.core.membership import (
     ALIVE,
@@ -18,7 +24,6 @@ from agentmesh.core.membership import (
     LEFT,
     SUSPECT,
     Capabilities,
-    MembershipConfig,
     MembershipMachine,
 )
 from agentmesh.core.node import Event, Send
@@ -45,7 +50,11 @@ class Net:
         identity = Identity.from_seed(bytes([index + 1] * 32))
         peer_id = identity.peer_id
         machine = MembershipMachine(
-            peer_id, random.Random(index), policy, signer=identity, incarnation=incarnation,
+            peer_id,
+            random.Random(index),
+            policy,
+            signer=identity,
+            incarnation=incarnation,
             capabilities=CAPS,
         )
         self.machines[peer_id], self.identities[peer_id] = machine, identity
@@ -219,7 +228,11 @@ def test_buddy_system_puts_the_suspicion_first_on_the_probe() -> None:
     prober.take_outbox()
     for _ in range(10):  # run probes until the round-robin reaches the suspect
         prober.tick(prober._next_probe_ms)
-        pings = [item.message for item in prober.take_outbox() if isinstance(item, Send) and item.to == target]
+        pings = [
+            item.message
+            for item in prober.take_outbox()
+            if isinstance(item, Send) and item.to == target
+        ]
         if pings and type(pings[0]).__name__ == "Ping":
             first = pings[0].updates[0]
             assert type(first).__name__ == "Suspect" and first.peer_id == target

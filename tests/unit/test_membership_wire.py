@@ -124,13 +124,19 @@ def test_updates_per_message_are_bounded() -> None:
 
 
 wire_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10), st.binary(max_size=20)),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=5),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.text(max_size=10), st.binary(max_size=20)
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=5)
+    ),
     max_leaves=20,
 )
 
 
-@given(st.dictionaries(st.sampled_from(["t", "seq", "target", "u", "mesh", "nonce", "k"]), wire_values))
+@given(
+    st.dictionaries(st.sampled_from(["t", "seq", "target", "u", "mesh", "nonce", "k"]), wire_values)
+)
 def test_from_wire_raises_only_typed_errors(obj: dict[str, object]) -> None:
     for kind in ("ping", "gossip", "join", "join_accept", "ack"):
         try:
