@@ -15,11 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from agentmesh.core.node import Event, Send
+from agentmesh.core.node import Event, Send, Signer
 
 from .committee import Committee
 from .config import ConsensusConfig
 from .durable import DurableState
+from .messages import VerifyFn
 from .pbft import Replica
 
 FAKE_SIGNATURE_SIZE_BYTES = 16
@@ -65,10 +66,20 @@ Filter = Callable[[str, str, Any], bool]  # (sender, target, message) -> deliver
 class LocalNet:
     """Replicas wired in memory: deliver FIFO, advance a virtual clock, crash and restart."""
 
-    def __init__(self, size: int, config: ConsensusConfig | None = None, seed: int = 1) -> None:
+    def __init__(
+        self,
+        size: int,
+        config: ConsensusConfig | None = None,
+        seed: int = 1,
+        signers: list[Signer] | None = None,
+        verify: VerifyFn | None = None,
+        committee_size: int | None = None,
+    ) -> None:
         self.keyring = FakeKeyring(b"localnet")
-        self.ids = [f"r{i}" for i in range(size)]
-        self.committee = Committee(0, tuple(self.ids))
+        self.signers = signers or [self.keyring.signer(f"r{i}") for i in range(size)]
+        self.verify = verify or self.keyring.verify
+        self.ids = [signer.peer_id for signer in self.signers]
+        self.committee = Committee(0, tuple(self.ids[: committee_size or size]))
         self.config = config or ConsensusConfig(view_change_timeout_ms=200)
         self.seed = seed
         self.now_ms = 0
@@ -88,8 +99,8 @@ class LocalNet:
     def _build(self, peer: str, durable: DurableState | None) -> Replica:
         rng = random.Random(f"{self.seed}/{peer}/{len(self.events[peer])}")
         return Replica(
-            self.keyring.signer(peer),
-            self.keyring.verify,
+            self.signers[self.ids.index(peer)],
+            self.verify,
             self.committee,
             rng,
             self.config,
