@@ -160,7 +160,11 @@ class Agent:
         await self.transport.start()
         host, port = self.transport.local_address
         advertised = f"{self._advertised_host(host)}:{port}"
-        incarnation = int(self.store.get_meta(_META_INCARNATION) or 0)
+        # A restarted agent must rejoin above every incarnation it ever issued (SWIM §4.2:
+        # others may hold it as dead at that incarnation). Persist before any message.
+        stored = self.store.get_meta(_META_INCARNATION)
+        incarnation = 0 if stored is None else int(stored) + 1
+        self.store.set_meta(_META_INCARNATION, str(incarnation))
         self._incarnation_persisted = incarnation
         caps = probe_capabilities(self.config.roles, address=advertised)
         self.machine = MembershipMachine(
@@ -169,7 +173,7 @@ class Agent:
             self.policy,
             signer=self.identity,
             config=self.config.membership,
-            incarnation=incarnation + 1 if incarnation else 0,
+            incarnation=incarnation,
             capabilities=caps,
             random_bytes=os.urandom,
         )

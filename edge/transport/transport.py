@@ -139,9 +139,8 @@ class QuicTransport:
             self._sweep.cancel()
         for connection in list(self._connections):
             connection.close("transport closing")
-        for future in self._dials.values():
-            if not future.done():
-                future.set_exception(TransportClosed("transport closed"))
+        for future in list(self._dials.values()):
+            future.cancel()  # dials are tasks: waiters get CancelledError, then TransportClosed
         await asyncio.sleep(0)  # let the close datagrams go out
         for connection in list(self._connections):
             self.connection_terminated(connection)
@@ -187,7 +186,12 @@ class QuicTransport:
             pending = asyncio.ensure_future(self._dial_new(target, expected_peer_id))
             self._dials[key] = pending
             pending.add_done_callback(lambda _: self._dials.pop(key, None))
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if self._closed and pending.cancelled():  # close() cancelled the dial, not us
+                raise TransportClosed("transport closed during dial") from None
+            raise
 
     async def send(self, peer_id: str, frame: bytes, address: Address | None = None) -> None:
         """Send one frame; dials `address` (or the remembered one) when not connected."""

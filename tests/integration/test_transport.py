@@ -395,3 +395,21 @@ def test_api_misuse_raises_typed_errors() -> None:
                 await a.send(identity(77).peer_id, b"closed")
 
     run(scenario)
+
+
+def test_close_during_a_pending_dial_raises_transport_closed() -> None:
+    async def scenario() -> None:
+        silent = await asyncio.get_running_loop().create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        address = silent[0].get_extra_info("sockname")[:2]
+        transport = QuicTransport(identity(40))
+        await transport.start()
+        dial = asyncio.ensure_future(transport.dial(address))
+        await asyncio.sleep(0.2)  # the handshake is waiting on a peer that never answers
+        await transport.close()
+        with pytest.raises(TransportClosed):
+            await dial
+        silent[0].close()
+
+    run(scenario)
