@@ -12,6 +12,7 @@ from importlib import metadata
 # subcommand whose parser has `func=handler(args) -> int` set as a default.
 _COMMAND_MODULES: tuple[str, ...] = (
     "agentmesh.edge._cmd_agent",
+    "agentmesh.edge._cmd_demo",
     "agentmesh.tools.bench.cli",
     "agentmesh.edge._cmd_sim",
 )
