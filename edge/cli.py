@@ -15,6 +15,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "agentmesh.edge._cmd_demo",
     "agentmesh.tools.bench.cli",
     "agentmesh.edge._cmd_sim",
+    "agentmesh.edge._cmd_firmware",
 )
 
 

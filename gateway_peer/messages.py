@@ -111,8 +111,8 @@ def parse_hello(body: dict[str, Any], limits: GatewayLimits) -> Hello:
         raise _bad("sensor names repeat")
     return Hello(
         firmware=_name(body["fw"], limits),
-        ram_bytes=_uint(body, "ram"),
-        flash_bytes=_uint(body, "flash"),
+        ram_bytes=_uint(body, "ram", 2**63 - 1),
+        flash_bytes=_uint(body, "flash", 2**63 - 1),
         sensors=names,
         model_slots=_uint(body, "slots", 16),
         params_max=_uint(body, "pmax", limits.params_max),
