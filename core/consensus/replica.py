@@ -607,29 +607,42 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
     # ------------------------------------------------------------ invariants
 
     def check_invariants(self) -> None:
+        """Cheap bounds, run after every step (the simulator does so after each delivery)."""
         config = self.config
         problems = []
-        if len(self.slots) > config.window:
-            problems.append("more slots than the window")
-        if any(not self.in_window(seq) for seq in self.slots):
+        slots = self.slots
+        if slots and (min(slots) <= self.low_mark or max(slots) > self.low_mark + config.window):
             problems.append("a slot outside the watermarks")
         if len(self.pending) > config.pending_entries_max:
             problems.append("pending requests above the bound")
         if len(self.view_changes) > config.future_views_max + 1:
             problems.append("view-change table above the bound")
-        if any(len(t) > self.committee.size for t in self.view_changes.values()):
-            problems.append("more view-changes in a view than members")
         if len(self.early) > config.window * 4:
             problems.append("early messages above the bound")
         if len(self.durable.retained) > config.retained_batches_max:
             problems.append("retained batches above the bound")
         if self.stable.seq > self.last_executed:
             problems.append("stable checkpoint ahead of execution")
+        if problems:
+            raise InvariantViolation(f"{self.node_id}: " + "; ".join(problems))
+
+    def check_invariants_full(self) -> None:
+        """Everything, including per-entry checks (the scenario's periodic global check)."""
+        self.check_invariants()
+        problems = []
+        if any(len(t) > self.committee.size for t in self.view_changes.values()):
+            problems.append("more view-changes in a view than members")
+        if any(len(s.prepares) > self.committee.size for s in self.slots.values()):
+            problems.append("more prepares in a slot than members")
         for seq, certified in self.certified.items():
             if (
                 batch_digest(certified.batch) != certified.certificate.digest
                 or seq <= self.last_executed
             ):
                 problems.append(f"bad certified batch at {seq}")
+        for key in self.durable.votes:
+            if key[2] <= self.stable.seq:
+                problems.append(f"vote {key} kept below the stable checkpoint")
+                break
         if problems:
             raise InvariantViolation(f"{self.node_id}: " + "; ".join(problems))

@@ -171,6 +171,13 @@ class BftChecks(ScenarioHooks):  # type: ignore[misc]  # mypy cannot follow the 
                 f"{node_id} derived another committee for epoch {committee.epoch}"
             )
 
+    def check_global(self, sim: Simulation) -> None:
+        for node in sim.live_nodes():
+            machine = sim.machines[node]
+            replica = getattr(machine, "inner", machine)
+            if isinstance(replica, Replica):
+                replica.check_invariants_full()
+
     def submit(self, entry: Entry, machine: Any, now_ms: int) -> None:
         assert self.sim is not None
         if machine.propose(entry, now_ms):

@@ -24,6 +24,7 @@ from .messages import VerifyFn
 from .pbft import Replica
 
 FAKE_SIGNATURE_SIZE_BYTES = 16
+KEY_CACHE_MAX = 4096
 
 
 class FakeKeyring:
@@ -31,9 +32,14 @@ class FakeKeyring:
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
+        self._keys: dict[str, bytes] = {}
 
     def _mac(self, peer_id: str, data: bytes) -> bytes:
-        key = hashlib.blake2b(self._secret + peer_id.encode(), digest_size=32).digest()
+        key = self._keys.get(peer_id)
+        if key is None:
+            key = hashlib.blake2b(self._secret + peer_id.encode(), digest_size=32).digest()
+            if len(self._keys) < KEY_CACHE_MAX:
+                self._keys[peer_id] = key
         return hashlib.blake2b(data, key=key, digest_size=FAKE_SIGNATURE_SIZE_BYTES).digest()
 
     def signer(self, peer_id: str) -> FakeSigner:
