@@ -50,6 +50,9 @@ ERROR_HANDSHAKE_TIMEOUT = 0x104
 ERROR_IDLE = 0x105
 ERROR_BLOB_REJECTED = 0x201
 
+# asyncio may run a timer handle up to its clock resolution early.
+_TIMER_SLACK_S = 1e-6
+
 _BLOB_VERDICT_COUNTERS = {
     BlobVerdict.OVERSIZED: "blobs_rejected_oversize",
     BlobVerdict.OVERRUN: "blobs_rejected_size",
@@ -141,51 +144,70 @@ class PeerConnection:
         self._stopped_streams: set[int] = set()
         self._progress = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._transmit_handle: asyncio.Handle | None = None
-        self._written_in_burst = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_pending = False
         self._failure: TransportError | None = None
+        _acknowledge_promptly(quic)
 
     # -- I/O driven by the owner ------------------------------------------------------
 
     def datagram_received(self, data: bytes, address: NetworkAddress) -> None:
         self.quic.receive_datagram(data, address, now=self._loop.time())
         self._process_events()
-        self.transmit()
+        # Not transmitted here: a receiver woken by a frame delivered above runs
+        # before the flush, so its reply leaves in the same datagram as our ACK.
+        self._flush_pending = True
+        self._schedule_flush()
         self._progress.set()
 
     def transmit(self) -> None:
-        """Send what aioquic has queued and re-arm its timer."""
-        self._written_in_burst = False
+        """Send what aioquic has queued and arm its timer."""
+        self._flush_pending = False
         for data, address in self.quic.datagrams_to_send(now=self._loop.time()):
             self._owner.send_datagram(data, address)
-        timer_at = self.quic.get_timer()
-        if self._timer is not None and self._timer_at != timer_at:
-            self._timer.cancel()
-            self._timer = None
-        if self._timer is None and timer_at is not None:
-            self._timer = self._loop.call_at(timer_at, self._on_timer)
-        self._timer_at = timer_at
+        self._arm_timer()
 
     def _transmit_soon(self) -> None:
-        # The first write goes out at once (latency); writes that follow in the same
-        # loop iteration are coalesced into as few datagrams as possible (throughput).
-        if self._transmit_handle is None:
+        # The first write goes out at once (latency); writes that follow before the
+        # flush (the end of this loop iteration's callbacks) share its datagrams.
+        if self._flush_handle is None:
             self.transmit()
-            self._transmit_handle = self._loop.call_soon(self._end_burst)
+            self._schedule_flush()
         else:
-            self._written_in_burst = True
+            self._flush_pending = True
 
-    def _end_burst(self) -> None:
-        self._transmit_handle = None
-        if self._written_in_burst:
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._flush_pending:
             self.transmit()
+
+    def _arm_timer(self) -> None:
+        # aioquic moves its deadline on nearly every packet (ACK, loss detection).
+        # One handle is kept and only moved earlier; a handle that fires before the
+        # current deadline re-arms itself (cheaper than cancel + call_at per packet).
+        timer_at = self.quic.get_timer()
+        if timer_at is None:
+            return
+        if self._timer is not None:
+            if self._timer.when() <= timer_at:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(timer_at, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        now = max(self._timer_at or 0.0, self._loop.time())
-        self._timer_at = None
-        self.quic.handle_timer(now=now)
+        now = self._loop.time()
+        timer_at = self.quic.get_timer()
+        if timer_at is None:
+            return
+        if timer_at > now + _TIMER_SLACK_S:
+            self._arm_timer()
+            return
+        self.quic.handle_timer(now=max(now, timer_at))
         self._process_events()
         self.transmit()
 
@@ -518,6 +540,18 @@ class PeerConnection:
             return 0
         sender = stream.sender
         return int(sender._buffer_stop - sender._buffer_start)
+
+
+def _acknowledge_promptly(quic: QuicConnection) -> None:
+    """Make 1-RTT ACKs due on receipt instead of after aioquic's fixed 1 ms delay.
+
+    RFC 9000 §13.2.1 bounds the delay by max_ack_delay; acknowledging sooner is
+    always allowed. Due at once, the ACK rides in the reply a receiver writes in the
+    same loop iteration (see PeerConnection.datagram_received) instead of costing a
+    separate ACK-only datagram (and a wake-up of the peer) a millisecond later.
+    aioquic 1.7 has no setting for this; `_ack_delay` is read in one place only.
+    """
+    quic._ack_delay = 0.0
 
 
 def _discarding() -> _InboundStream:
