@@ -18,7 +18,6 @@ docs/microcontrollers.md for every body.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any, Final
@@ -94,8 +93,8 @@ def is_uint(value: object, maximum: int = COUNTER_MAX) -> bool:
 
 
 def compute_tag(key: bytes, signed: bytes) -> bytes:
-    """HMAC-SHA256 (RFC 2104) of the envelope bytes."""
-    return hmac.new(key, signed, hashlib.sha256).digest()
+    """HMAC-SHA256 (RFC 2104) of the envelope bytes (OpenSSL's one-shot, no Python object)."""
+    return hmac.digest(key, signed, "sha256")
 
 
 def tag_matches(key: bytes, frame: Frame) -> bool:

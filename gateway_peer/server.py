@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,7 @@ class GatewayServer:
         limits: GatewayLimits = DEFAULT_GATEWAY_LIMITS,
         event_hook: EventHook | None = None,
         rng: random.Random | None = None,
+        receive_buffer_bytes: int | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.listen = listen
@@ -80,6 +82,7 @@ class GatewayServer:
         )
         self.events: asyncio.Queue[Event] = asyncio.Queue(maxsize=limits.events_max)
         self.event_hook = event_hook
+        self.receive_buffer_bytes = receive_buffer_bytes  # SO_RCVBUF for bursts of devices
         self._transport: asyncio.DatagramTransport | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -96,6 +99,10 @@ class GatewayServer:
             lambda: _Endpoint(self), local_addr=self.listen
         )
         self._transport = transport
+        if self.receive_buffer_bytes:
+            transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer_bytes
+            )
         self.machine.start(monotonic_ms())
         self._ticker = asyncio.create_task(self._tick_loop(), name="gateway-tick")
         host, port = transport.get_extra_info("sockname")[:2]

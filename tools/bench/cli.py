@@ -19,6 +19,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "wire": ("agentmesh.tools.bench.wire", "CBOR encode/decode and envelope seal/open, 1 KB"),
     "membership": ("agentmesh.tools.bench.membership", "SWIM join/crash convergence, 1k+10k nodes"),
     "consensus": ("agentmesh.tools.bench.consensus", "PBFT decisions/s, commit latency: sim+QUIC"),
+    "gateway": ("agentmesh.tools.bench.gateway", "MCU bridge: msgs/s from 100 devices, added latency"),
 }
 
 
