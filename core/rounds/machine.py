@@ -1,0 +1,578 @@
+"""`RoundsMachine`: one agent's part in federated rounds (sans-I/O, core/node.py contract).
+
+The committee's decided log is the single source of truth: the host feeds every
+decided batch to `on_decided`, and each entry takes effect only if it is valid
+against the log before it (a pure function of that prefix, so every honest
+agent applies the same entries). Consensus' `validate_entry` hook is stateless,
+so it only checks the shape (`entries.is_well_formed`); the recomputation gate
+is a second decided entry: validators propose `round_validate` only after they
+recomputed the aggregate bit for bit, and a result commits when f + 1 of them
+did (at least one honest validator reproduced it). See docs/federated-rounds.md.
+
+Outputs: `Send(peer, UpdateOffer | FetchRequest)`, `Event("send_blob", to, data)`,
+`Event("propose", entry)`, `Event("train", round, model, deadline_ms)`,
+`Event("round_started" | "round_committed" | "round_aborted" | "model" |
+"finished" | "evidence", ...)`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentmesh.core.consensus import Entry
+from agentmesh.core.consensus.messages import VerifyFn
+from agentmesh.core.node import InvariantViolation, MachineBase, Signer
+
+from .compute import ComputeError, aggregate_model, vector
+from .config import RoundsConfig
+from .entries import (
+    KIND_ABORT,
+    KIND_VALIDATE,
+    ROUND_KINDS,
+    EntryError,
+    RoundResult,
+    RoundStart,
+    RoundVote,
+    UpdateOffer,
+    decode_entry,
+    sha256,
+    sign_offer,
+    sign_result,
+    sign_vote,
+)
+from .roles import Genesis, aggregator_order
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    """Please send me the blob with this sha-256 (an update or a model)."""
+
+    digest: bytes
+
+
+@dataclass
+class _Fetch:
+    targets: tuple[str, ...]
+    next_ms: int
+    attempt: int = 0
+
+
+@dataclass
+class _Round:
+    """The open round: offers, update bytes, candidate results and votes."""
+
+    number: int
+    base: bytes
+    aggregators: tuple[str, ...]
+    started_ms: int
+    close_ms: int
+    offers: dict[str, UpdateOffer] = field(default_factory=dict)
+    updates: dict[bytes, bytes] = field(default_factory=dict)
+    rejected: set[str] = field(default_factory=set)  # trainers whose update was unusable
+    candidates: dict[bytes, RoundResult] = field(default_factory=dict)
+    votes: dict[bytes, list[str]] = field(default_factory=dict)
+    abort_votes: list[str] = field(default_factory=list)
+    computed: dict[bytes, bytes] = field(default_factory=dict)
+    to_validate: list[bytes] = field(default_factory=list)
+    proposed: bool = False
+    abort_sent: bool = False
+    trained: bool = False
+
+
+class RoundsMachine(MachineBase):
+    """Train, offer, aggregate, validate, commit; one round at a time."""
+
+    def __init__(
+        self,
+        signer: Signer,
+        verify: VerifyFn,
+        genesis: Genesis,
+        config: RoundsConfig,
+        initial_model: bytes,
+        rng: random.Random,
+    ) -> None:
+        super().__init__(signer.peer_id, rng)
+        if sha256(initial_model) != genesis.initial_model:
+            raise ValueError("initial model bytes do not match the genesis digest")
+        self.signer = signer
+        self.verify = verify
+        self.genesis = genesis
+        self.genesis_id = genesis.genesis_id
+        self.config = config
+        self.cohort = frozenset(genesis.cohort)
+        self.committee = frozenset(genesis.committee)
+        self.global_digest = genesis.initial_model
+        self.models: OrderedDict[bytes, bytes] = OrderedDict({self.global_digest: initial_model})
+        self.closed_round = 0
+        self.current: _Round | None = None
+        self.early: dict[str, UpdateOffer] = {}  # offers for the next round, before its start
+        self.unclaimed: OrderedDict[bytes, bytes] = OrderedDict()
+        self.fetches: dict[bytes, _Fetch] = {}
+        self.start_proposed = 0
+        self.train_pending = False
+        self.now_ms = 0
+
+    # -- host inputs ----------------------------------------------------------------
+
+    @property
+    def is_validator(self) -> bool:
+        return self.node_id in self.committee
+
+    @property
+    def finished(self) -> bool:
+        return self.closed_round >= self.config.rounds_total
+
+    def start(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+        self._propose_next_start()
+
+    def on_decided(self, entries: Iterable[Entry], now_ms: int) -> None:
+        """Apply a decided batch, in log order (only round entries matter here)."""
+        self.now_ms = now_ms
+        for entry in entries:
+            if entry.kind not in ROUND_KINDS:
+                continue
+            try:
+                decoded = decode_entry(entry)
+            except EntryError:
+                self.count("ignored_malformed_entry")
+                continue
+            if isinstance(decoded, RoundStart):
+                self._apply_start(decoded)
+            elif isinstance(decoded, RoundResult):
+                self._apply_result(decoded)
+            else:
+                self._apply_vote(decoded)
+        self._progress()
+
+    def receive(self, message: Any, sender: str, now_ms: int) -> None:
+        self.now_ms = now_ms
+        if isinstance(message, UpdateOffer):
+            self._on_offer(message, sender)
+        elif isinstance(message, FetchRequest):
+            self._on_fetch(message, sender)
+        else:
+            self.count("dropped_unknown_message")
+        self._progress()
+
+    def on_blob(self, sender: str, data: bytes, now_ms: int) -> None:
+        """A blob from `sender` (the transport verified its sha-256 in transit)."""
+        self.now_ms = now_ms
+        if len(data) != self.config.params * 4:
+            self.count("dropped_blob_size")
+            return
+        digest = sha256(data)
+        wanted = self.fetches.pop(digest, None) is not None
+        if self._accept_model_blob(digest, data):
+            pass
+        elif self._accept_update_blob(digest, data):
+            pass
+        elif not wanted:
+            self.unclaimed[digest] = data
+            while len(self.unclaimed) > self.config.unclaimed_blobs_max:
+                self.unclaimed.popitem(last=False)
+                self.count("dropped_unclaimed_blob")
+        self._progress()
+
+    def on_trained(self, round_number: int, delta: bytes, samples: int, now_ms: int) -> None:
+        """The host's local training for `round_number` produced `delta` from `samples` rows."""
+        self.now_ms = now_ms
+        current = self.current
+        if current is None or current.number != round_number or self.node_id in current.offers:
+            self.count("late_training_dropped")
+            return
+        samples = max(1, min(samples, self.config.samples_max))
+        digest = sha256(delta)
+        offer = sign_offer(self.signer, self.genesis_id, round_number, digest, samples)
+        current.offers[self.node_id] = offer
+        current.updates[digest] = delta
+        targets = set(current.aggregators) | self.committee
+        for peer in sorted(targets - {self.node_id}):
+            self.emit("send_blob", to=peer, data=delta)
+            self.send(peer, offer)
+        self._progress()
+
+    def tick(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+        for digest, fetch in list(self.fetches.items()):
+            if now_ms >= fetch.next_ms:
+                target = fetch.targets[fetch.attempt % len(fetch.targets)]
+                fetch.attempt += 1
+                fetch.next_ms = now_ms + self.config.fetch_retry_ms
+                self.send(target, FetchRequest(digest))
+        self._progress()
+
+    def next_deadline(self) -> int | None:
+        deadlines = [fetch.next_ms for fetch in self.fetches.values()]
+        current = self.current
+        if current is not None:
+            position = self._aggregator_position(current)
+            if position is not None and not current.proposed:
+                deadlines.append(current.close_ms + position * self.config.takeover_ms)
+            if self.is_validator and not current.abort_sent:
+                deadlines.append(current.started_ms + self.config.abort_after_ms)
+        return min(deadlines, default=None)
+
+    # -- decided entries (deterministic: same prefix, same effect) ---------------------
+
+    def _apply_start(self, start: RoundStart) -> None:
+        if self.current is not None or start != self._expected_start():
+            self.count("ignored_start")
+            return
+        order = aggregator_order(self.genesis, start.round)[: self.config.aggregators_per_round]
+        current = _Round(start.round, start.model, order, self.now_ms,
+                         self.now_ms + start.window_ms)  # fmt: skip
+        self.current = current
+        early, self.early = self.early, {}
+        for offer in early.values():
+            if offer.round == start.round:
+                self._store_offer(current, offer)
+        self.count("rounds_started")
+        self.emit("round_started", round=start.round, model=start.model, aggregators=order,
+                  deadline_ms=current.close_ms)  # fmt: skip
+        if self.node_id in self.cohort:
+            self.train_pending = True
+        if start.model not in self.models:
+            self._fetch(start.model, tuple(sorted(self.committee - {self.node_id})), delay=False)
+
+    def _expected_start(self) -> RoundStart | None:
+        number = self.closed_round + 1
+        if number > self.config.rounds_total:
+            return None
+        return RoundStart(number, self.global_digest, self.genesis.cohort, self.config.window_ms)
+
+    def _apply_result(self, result: RoundResult) -> None:
+        current = self.current
+        if current is None or result.round != current.number:
+            self.count("ignored_result_other_round")
+            return
+        if not self._valid_result(current, result):
+            self.count("ignored_invalid_result")
+            self.emit("evidence", reason="invalid_result", sender=result.aggregator)
+            return
+        if result.model in current.candidates or any(
+            r.aggregator == result.aggregator for r in current.candidates.values()
+        ):
+            self.count("duplicate_result")  # one candidate per aggregator: bounded
+            return
+        current.candidates[result.model] = result
+        current.votes[result.model] = []
+        if self.is_validator:
+            current.to_validate.append(result.model)
+
+    def _valid_result(self, current: _Round, result: RoundResult) -> bool:
+        trainers = [offer.trainer for offer in result.contributors]
+        return (
+            result.aggregator in current.aggregators
+            and result.rule == self.config.rule.name
+            and len(trainers) >= self.config.contributors_min
+            and trainers == sorted(set(trainers))
+            and all(t in self.cohort for t in trainers)
+            and all(1 <= o.samples <= self.config.samples_max for o in result.contributors)
+            and self.verify(result.aggregator, result.payload(self.genesis_id), result.signature)
+            and all(o.verify(self.genesis_id, self.verify) for o in result.contributors)
+        )
+
+    def _apply_vote(self, vote: RoundVote) -> None:
+        current = self.current
+        if current is None or vote.round != current.number or vote.validator not in self.committee:
+            self.count("ignored_vote")
+            return
+        if not self.verify(vote.validator, vote.payload(self.genesis_id), vote.signature):
+            self.count("ignored_vote_bad_signature")
+            self.emit("evidence", reason="bad_vote_signature", sender=vote.validator)
+            return
+        if vote.kind == KIND_ABORT:
+            if vote.validator not in current.abort_votes:
+                current.abort_votes.append(vote.validator)
+            if len(current.abort_votes) >= self.genesis.vote_quorum:
+                self._abort(current)
+            return
+        voters = current.votes.get(vote.model)
+        if voters is None:
+            self.count("ignored_vote_unknown_result")
+            return
+        if vote.validator not in voters:
+            voters.append(vote.validator)
+        if len(voters) >= self.genesis.vote_quorum:
+            self._commit(current, current.candidates[vote.model])
+
+    def _commit(self, current: _Round, result: RoundResult) -> None:
+        self.closed_round = current.number
+        self.global_digest = result.model
+        self.current = None
+        self.train_pending = False
+        self._drop_round_fetches(current)
+        self.count("rounds_committed")
+        voters = tuple(current.votes[result.model])
+        self.emit(
+            "round_committed",
+            round=current.number,
+            model=result.model,
+            aggregator=result.aggregator,
+            validators=voters,
+            contributors=tuple((o.trainer, o.samples) for o in result.contributors),
+        )
+        data = current.computed.get(result.model)
+        if data is not None:
+            self._add_model(result.model, data)
+        elif result.model not in self.models:
+            holders = tuple(dict.fromkeys((*voters, result.aggregator)))
+            self._fetch(result.model, tuple(p for p in holders if p != self.node_id), delay=False)
+        self._after_close()
+
+    def _abort(self, current: _Round) -> None:
+        self.closed_round = current.number
+        self.current = None
+        self.train_pending = False
+        self._drop_round_fetches(current)
+        self.count("rounds_aborted")
+        self.emit("round_aborted", round=current.number, validators=tuple(current.abort_votes))
+        self._after_close()
+
+    def _after_close(self) -> None:
+        if self.finished:
+            self.emit("finished", round=self.closed_round, model=self.global_digest)
+        else:
+            self._propose_next_start()
+
+    def _propose_next_start(self) -> None:
+        """Committee members propose the one start the log allows; equal bodies dedupe."""
+        start = self._expected_start()
+        if not self.is_validator or start is None or self.start_proposed >= start.round:
+            return
+        self.start_proposed = start.round
+        self.emit("propose", entry=start.entry())
+
+    # -- messages and blobs -------------------------------------------------------------
+
+    def _on_offer(self, offer: UpdateOffer, sender: str) -> None:
+        if offer.trainer != sender or offer.trainer not in self.cohort:
+            self.count("dropped_offer_not_trainer")
+            return
+        if not 1 <= offer.samples <= self.config.samples_max:
+            self.count("dropped_offer_samples")
+            return
+        current = self.current
+        if current is not None and offer.round == current.number:
+            target: _Round | None = current
+        elif current is None and offer.round == self.closed_round + 1:
+            target = None
+        else:
+            self.count("dropped_offer_other_round")
+            return
+        if not offer.verify(self.genesis_id, self.verify):
+            self.count("dropped_offer_bad_signature")
+            self.emit("evidence", reason="bad_offer_signature", sender=sender)
+            return
+        if target is None:
+            self.early[offer.trainer] = offer  # bounded: one per cohort member
+            return
+        self._store_offer(target, offer)
+
+    def _store_offer(self, current: _Round, offer: UpdateOffer) -> None:
+        known = current.offers.get(offer.trainer)
+        if known is not None:
+            if known.digest != offer.digest:
+                self.count("equivocating_offer")
+                self.emit("evidence", reason="two_updates_in_a_round", sender=offer.trainer)
+            return
+        current.offers[offer.trainer] = offer
+        data = self.unclaimed.pop(offer.digest, None)
+        if data is not None:
+            self._accept_update_blob(offer.digest, data)
+        elif self._needs_updates(current):
+            self._fetch(offer.digest, (offer.trainer,), delay=True)
+
+    def _needs_updates(self, current: _Round) -> bool:
+        return self.is_validator or self.node_id in current.aggregators
+
+    def _accept_update_blob(self, digest: bytes, data: bytes) -> bool:
+        current = self.current
+        if current is None:
+            return False
+        owners = [o.trainer for o in current.offers.values() if o.digest == digest]
+        listed = any(
+            o.digest == digest for r in current.candidates.values() for o in r.contributors
+        )
+        if not owners and not listed:
+            return False
+        try:
+            vector(data, self.config.params)
+        except ComputeError:
+            current.rejected.update(owners)
+            self.count("rejected_update_not_finite")
+            for owner in owners:
+                self.emit("evidence", reason="update_not_finite", sender=owner)
+            return True
+        current.updates[digest] = data
+        return True
+
+    def _accept_model_blob(self, digest: bytes, data: bytes) -> bool:
+        if digest != self.global_digest and (self.current is None or digest != self.current.base):
+            return False
+        if digest not in self.models:
+            self._add_model(digest, data)
+        return True
+
+    def _add_model(self, digest: bytes, data: bytes) -> None:
+        self.models[digest] = data
+        while len(self.models) > self.config.models_kept_max:
+            self.models.popitem(last=False)
+        self.emit("model", model=digest, data=data, round=self.closed_round)
+
+    def _on_fetch(self, request: FetchRequest, sender: str) -> None:
+        digest = request.digest
+        data = self.models.get(digest)
+        current = self.current
+        if data is None and current is not None:
+            data = current.updates.get(digest) or current.computed.get(digest)
+        if data is None:
+            self.count("fetch_miss")
+            return
+        self.count("fetch_served")
+        self.emit("send_blob", to=sender, data=data)
+
+    def _fetch(self, digest: bytes, targets: tuple[str, ...], delay: bool) -> None:
+        if not targets or digest in self.fetches:
+            return
+        if len(self.fetches) >= self.config.fetches_max:
+            self.count("dropped_fetch_table_full")
+            return
+        first = self.now_ms + (self.config.fetch_retry_ms if delay else 0)
+        self.fetches[digest] = _Fetch(targets, first)
+
+    def _drop_round_fetches(self, current: _Round) -> None:
+        for offer in current.offers.values():
+            self.fetches.pop(offer.digest, None)
+        for result in current.candidates.values():
+            for offer in result.contributors:
+                self.fetches.pop(offer.digest, None)
+
+    # -- the work a round asks of this agent ------------------------------------------------
+
+    def _progress(self) -> None:
+        current = self.current
+        if current is None:
+            return
+        if self.train_pending and current.base in self.models:
+            self.train_pending = False
+            current.trained = True
+            self.emit("train", round=current.number, model=self.models[current.base],
+                      deadline_ms=current.close_ms)  # fmt: skip
+        self._maybe_aggregate(current)
+        if self.current is current:
+            self._maybe_validate(current)
+        if self.current is current and self.is_validator and not current.abort_sent:
+            if self.now_ms >= current.started_ms + self.config.abort_after_ms:
+                current.abort_sent = True
+                vote = sign_vote(self.signer, self.genesis_id, KIND_ABORT, current.number, b"")
+                self.emit("propose", entry=vote.entry())
+
+    def _aggregator_position(self, current: _Round) -> int | None:
+        if self.node_id not in current.aggregators:
+            return None
+        return current.aggregators.index(self.node_id)
+
+    def _usable_offers(self, current: _Round) -> list[UpdateOffer]:
+        return sorted(
+            (o for o in current.offers.values()
+             if o.digest in current.updates and o.trainer not in current.rejected),
+            key=lambda o: o.trainer,
+        )  # fmt: skip
+
+    def _maybe_aggregate(self, current: _Round) -> None:
+        position = self._aggregator_position(current)
+        if position is None or current.proposed or current.base not in self.models:
+            return
+        usable = self._usable_offers(current)
+        everyone = len(usable) == len(self.cohort)
+        due = current.close_ms + position * self.config.takeover_ms
+        if not ((position == 0 and everyone) or self.now_ms >= due):
+            return
+        if len(usable) < self.config.contributors_min:
+            return  # nothing to aggregate yet: the abort timer ends the round if none come
+        current.proposed = True
+        inputs = [(current.updates[o.digest], o.samples) for o in usable]
+        try:
+            model = aggregate_model(self.models[current.base], inputs, self.config.rule,
+                                    self.config.params)  # fmt: skip
+        except ComputeError as error:
+            self.count("aggregation_failed")
+            self.emit("aggregation_failed", round=current.number, reason=str(error))
+            return
+        current.computed[sha256(model)] = model
+        result = sign_result(self.signer, self.genesis_id, current.number, sha256(model),
+                             self.config.rule.name, tuple(usable))  # fmt: skip
+        self.count("results_proposed")
+        self.emit("propose", entry=result.entry())
+
+    def _maybe_validate(self, current: _Round) -> None:
+        if not current.to_validate or current.base not in self.models:
+            return
+        for model in list(current.to_validate):
+            result = current.candidates[model]
+            missing = [o for o in result.contributors if o.digest not in current.updates]
+            if missing:
+                for offer in missing:
+                    holders = (result.aggregator, offer.trainer)
+                    self._fetch(offer.digest, tuple(p for p in holders if p != self.node_id),
+                                delay=False)  # fmt: skip
+                continue
+            current.to_validate.remove(model)
+            self._validate(current, result)
+
+    def _validate(self, current: _Round, result: RoundResult) -> None:
+        inputs = [(current.updates[o.digest], o.samples) for o in result.contributors]
+        try:
+            model = aggregate_model(self.models[current.base], inputs, self.config.rule,
+                                    self.config.params)  # fmt: skip
+        except ComputeError:
+            model = b""
+        if sha256(model) != result.model:
+            self.count("refused_irreproducible_result")
+            self.emit("evidence", reason="irreproducible_result", sender=result.aggregator)
+            return
+        current.computed[result.model] = model
+        vote = sign_vote(self.signer, self.genesis_id, KIND_VALIDATE, current.number, result.model)
+        self.count("validations_proposed")
+        self.emit("propose", entry=vote.entry())
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        current = self.current
+        return {
+            "closed_round": self.closed_round,
+            "global_model": self.global_digest.hex(),
+            "open_round": None if current is None else current.number,
+            "offers": 0 if current is None else len(current.offers),
+            "validator": self.is_validator,
+            "finished": self.finished,
+        }
+
+    def check_invariants(self) -> None:
+        config = self.config
+        problems = []
+        if len(self.models) > config.models_kept_max:
+            problems.append("models above the bound")
+        if len(self.unclaimed) > config.unclaimed_blobs_max:
+            problems.append("unclaimed blobs above the bound")
+        if len(self.fetches) > config.fetches_max:
+            problems.append("fetches above the bound")
+        if len(self.early) > len(self.cohort):
+            problems.append("early offers above the cohort")
+        current = self.current
+        if current is not None:
+            if len(current.offers) > len(self.cohort):
+                problems.append("more offers than trainers")
+            if current.number != self.closed_round + 1:
+                problems.append("open round is not the next one")
+        if self.closed_round > config.rounds_total:
+            problems.append("closed more rounds than configured")
+        if problems:
+            raise InvariantViolation(f"{self.node_id}: " + "; ".join(problems))
