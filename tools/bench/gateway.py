@@ -219,6 +219,7 @@ async def _raw_case(args: argparse.Namespace, rate: float) -> dict[str, Any]:
 
 async def _measure(args: argparse.Namespace) -> BenchReport:
     report = BenchReport("gateway")
+    load_1m = os.getloadavg()[0]
     params = {"devices": args.devices, "duration_s": args.duration_s}
     flood = await _gateway_case(args, "flood", 0.0)
     report.results.append(BenchResult("gateway_sustained", params, flood))
@@ -237,6 +238,8 @@ async def _measure(args: argparse.Namespace) -> BenchReport:
         "gateway_latency: device send (CLOCK_MONOTONIC) to reading handled at the gateway, "
         "at the offered rate; added_* subtract the raw_udp_loopback baseline.",
         "Simulated devices are CPython (gateway_peer.device_sim) in one separate process.",
+        f"1-minute load average at start: {load_1m:.2f} on {os.cpu_count()} CPUs "
+        "(other work on the box lowers these figures)",
     ]
     return report
 
