@@ -179,7 +179,7 @@ class ConsensusHost:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def propose(self, entry: Entry) -> bool:
-        accepted = self.replica.propose(entry, now_ms())
+        accepted = bool(self.replica.propose(entry, now_ms()))
         self._drain()
         return accepted
 
@@ -441,7 +441,7 @@ def _read_line(proc: subprocess.Popen[str]) -> str:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
-        raise RuntimeError(f"bench node {proc.args} exited early (code {proc.poll()})")
+        raise RuntimeError(f"bench node {proc.args!r} exited early (code {proc.poll()})")
     return line
 
 
