@@ -40,7 +40,9 @@ def make(
     return machine, devices
 
 
-def deliver(machine: GatewayMachine, device: SimulatedDevice, datagram: bytes, now_ms: int) -> list[Event]:
+def deliver(
+    machine: GatewayMachine, device: SimulatedDevice, datagram: bytes, now_ms: int
+) -> list[Event]:
     """Datagram in; downlink handled by the device, replies fed back until quiet."""
     queue = [datagram]
     events: list[Event] = []
@@ -170,7 +172,9 @@ def test_bridged_adverts_sign_as_membership_adverts() -> None:
     deliver(machine, device, device.hello(), 5)
     (advert,) = machine.bridged_adverts(6)
     caps = capabilities.Capabilities.from_wire(advert.capabilities)
-    signed = capabilities.sign_advert(machine.signer_for("dev-0"), advert.incarnation, advert.seq, caps)
+    signed = capabilities.sign_advert(
+        machine.signer_for("dev-0"), advert.incarnation, advert.seq, caps
+    )
     assert signed.peer_id == advert.peer_id
 
 
