@@ -25,7 +25,7 @@ from agentmesh.core.roles.config import (
     RolesError,
     committee_size,
 )
-from agentmesh.core.roles.takeover import Churn, Takeover, churn, effective_parent, takeover
+from agentmesh.core.roles.takeover import Churn, Takeover, churn, takeover, trainer_aggregator
 
 __all__ = [
     "AGGREGATOR",
@@ -46,11 +46,11 @@ __all__ = [
     "committee_candidates",
     "committee_size",
     "coordinator",
-    "effective_parent",
     "may_aggregate",
     "may_train",
     "may_validate",
     "renegotiate",
     "settle",
     "takeover",
+    "trainer_aggregator",
 ]

@@ -118,10 +118,13 @@ def _derive(
     tiers, standbys = _draw_aggregators(
         profiles, scores, len(trainers), randomness, config, previous, sticky
     )
-    parent = _map_fan_in(trainers, tiers, randomness)
+    maps = _map_fan_in(trainers, tiers, randomness)
     fan_in: dict[str, list[str]] = {peer: [] for tier in tiers for peer in tier}
-    for child, chosen in parent.items():
-        fan_in[chosen].append(child)
+    for parent in maps:
+        for child, chosen in parent.items():
+            fan_in[chosen].append(child)
+    trainer_parent = maps[0] if maps else {}
+    aggregator_parent = {child: chosen for parent in maps[1:] for child, chosen in parent.items()}
     roles = _roles_by_peer(serving, trainers, committee, tiers)
     return Assignment(
         epoch=epoch,
@@ -132,7 +135,8 @@ def _derive(
         committee=committee,
         aggregator_tiers=tiers,
         standbys=standbys,
-        parent=MappingProxyType(parent),
+        trainer_parent=MappingProxyType(trainer_parent),
+        aggregator_parent=MappingProxyType(aggregator_parent),
         fan_in=MappingProxyType({peer: tuple(children) for peer, children in fan_in.items()}),
         roles=MappingProxyType(roles),
         profiles=MappingProxyType(profiles),
@@ -245,20 +249,18 @@ def _draw_aggregators(
 
 def _map_fan_in(
     trainers: Sequence[str], tiers: Sequence[Sequence[str]], randomness: bytes
-) -> dict[str, str]:
+) -> list[dict[str, str]]:
     """Rendezvous hashing, tier by tier: trainers to tier 0, tier k to tier k + 1."""
-    parent: dict[str, str] = {}
-    if not tiers:
-        return parent
+    maps: list[dict[str, str]] = []
     key = rendezvous.salt(FAN_IN_DOMAIN, randomness)
     children: Sequence[str] = trainers
     for tier in tiers:
         chosen = rendezvous.best_parent(
             rendezvous.hashes(key, children), rendezvous.hashes(key, tier)
         )
-        parent.update(zip(children, (tier[index] for index in chosen.tolist()), strict=True))
+        maps.append(dict(zip(children, (tier[i] for i in chosen.tolist()), strict=True)))
         children = tier
-    return parent
+    return maps
 
 
 def _roles_by_peer(

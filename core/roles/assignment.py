@@ -21,10 +21,12 @@ class Assignment:
     `standbys` (aggregator-eligible peers without an aggregator seat, in rank
     order: the takeover chain). `aggregator_tiers[0]` aggregates trainers,
     `aggregator_tiers[k]` aggregates tier k - 1 (present only above the
-    configured fan-in). `parent` maps each trainer to its first-tier
-    aggregator and each tier-k aggregator to its tier k + 1 aggregator;
-    `fan_in` is the inverse. `profiles` are the settled capabilities the
-    roles were decided on (the next renegotiation compares adverts to them).
+    configured fan-in). `trainer_parent` maps each trainer to its first-tier
+    aggregator, `aggregator_parent` each tier-k aggregator to its tier k + 1
+    aggregator (two maps: a peer may be a trainer and an aggregator); `fan_in`
+    maps each aggregator to its children (trainers or lower-tier aggregators).
+    `profiles` are the settled capabilities the roles were decided on (the
+    next renegotiation compares adverts to them).
     """
 
     epoch: int
@@ -35,7 +37,8 @@ class Assignment:
     committee: tuple[str, ...]
     aggregator_tiers: tuple[tuple[str, ...], ...]
     standbys: tuple[str, ...]
-    parent: Mapping[str, str]
+    trainer_parent: Mapping[str, str]
+    aggregator_parent: Mapping[str, str]
     fan_in: Mapping[str, tuple[str, ...]]
     roles: Mapping[str, frozenset[str]]
     profiles: Mapping[str, Capabilities]
@@ -104,6 +107,9 @@ def assignment_digest(assignment: Assignment) -> str:
     for peer in assignment.members:
         roles = "+".join(sorted(assignment.roles[peer]))
         profile = _profile_line(assignment.profiles[peer])
-        lines.append(f"{peer}|{roles}|{assignment.parent.get(peer, '')}|{profile}\n")
+        trainer_parent = assignment.trainer_parent.get(peer, "")
+        aggregator_parent = assignment.aggregator_parent.get(peer, "")
+        parents = f"{trainer_parent}|{aggregator_parent}"
+        lines.append(f"{peer}|{roles}|{parents}|{profile}\n")
     digest.update("".join(lines).encode())
     return digest.hexdigest()

@@ -24,12 +24,15 @@ from agentmesh.core.roles.assignment import Assignment
 class Takeover:
     """New parents for the children of failed aggregators.
 
-    `parent[c] is None`: aggregator c's whole upper tier is gone, it delivers
-    straight to the committee. `orphans`: trainers with no live aggregator or
-    standby left at all (their updates miss this round).
+    `trainers`: trainer -> its first-tier aggregator for the rest of the round.
+    `aggregators`: aggregator (or stepped-in standby) -> its new upper-tier
+    aggregator, None when that whole tier is gone (it delivers straight to the
+    committee). `orphans`: trainers with no live aggregator or standby left at
+    all (their updates miss this round).
     """
 
-    parent: dict[str, str | None]
+    trainers: dict[str, str]
+    aggregators: dict[str, str | None]
     orphans: tuple[str, ...]
 
 
@@ -48,16 +51,27 @@ def _rehome(
     children: Sequence[str], blocks: Sequence[Sequence[str]], dead: Collection[str], key: bytes
 ) -> tuple[dict[str, str], list[str]]:
     """HRW inside the first block that still has a live member."""
+    if not children:
+        return {}, []
     for block in blocks:
         live = [peer for peer in block if peer not in dead]
-        if live and children:
+        if live:
             chosen = rendezvous.best_parent(
                 rendezvous.hashes(key, children), rendezvous.hashes(key, live)
             )
-            return {
-                child: live[index] for child, index in zip(children, chosen.tolist(), strict=True)
-            }, []
+            return dict(zip(children, (live[i] for i in chosen.tolist()), strict=True)), []
     return {}, list(children)
+
+
+def _orphans_of(assignment: Assignment, level: int, dead: Collection[str]) -> list[str]:
+    """Live children of the failed aggregators of one tier, sorted."""
+    return sorted(
+        child
+        for peer in assignment.aggregator_tiers[level]
+        if peer in dead
+        for child in assignment.fan_in.get(peer, ())
+        if child not in dead
+    )
 
 
 def takeover(assignment: Assignment, failed: str | Iterable[str]) -> Takeover:
@@ -69,37 +83,32 @@ def takeover(assignment: Assignment, failed: str | Iterable[str]) -> Takeover:
     """
     dead = {failed} if isinstance(failed, str) else set(failed)
     key = rendezvous.salt(FAN_IN_DOMAIN, assignment.randomness)
-    moved: dict[str, str | None] = {}
-    orphans: list[str] = []
-    for level, tier in enumerate(assignment.aggregator_tiers):
-        failed_here = [peer for peer in tier if peer in dead]
-        children = sorted(
-            child
-            for peer in failed_here
-            for child in assignment.fan_in.get(peer, ())
-            if child not in dead
-        )
-        blocks = _candidate_blocks(assignment, level)
-        rehomed, lost = _rehome(children, blocks, dead, key)
-        moved.update(rehomed)
-        if level == 0:
-            orphans += lost
-        else:
-            moved.update(dict.fromkeys(lost))
-        if level == 0 and len(assignment.aggregator_tiers) > 1:
-            stepped_in = sorted(set(rehomed.values()) - set(tier))
-            upper = [assignment.aggregator_tiers[1]]
-            upper_rehomed, upper_lost = _rehome(stepped_in, upper, dead, key)
-            moved.update(upper_rehomed)
-            moved.update(dict.fromkeys(upper_lost))
-    return Takeover(moved, tuple(orphans))
+    tiers = assignment.aggregator_tiers
+    if not tiers:
+        return Takeover({}, {}, ())
+    trainers, orphans = _rehome(
+        _orphans_of(assignment, 0, dead), _candidate_blocks(assignment, 0), dead, key
+    )
+    aggregators: dict[str, str | None] = {}
+    for level in range(1, len(tiers)):
+        rehomed, lost = _rehome(_orphans_of(assignment, level, dead), [tiers[level]], dead, key)
+        aggregators.update(rehomed)
+        aggregators.update(dict.fromkeys(lost))
+    if len(tiers) > 1:
+        stepped_in = sorted(set(trainers.values()) - set(tiers[0]))
+        rehomed, lost = _rehome(stepped_in, [tiers[1]], dead, key)
+        aggregators.update(rehomed)
+        aggregators.update(dict.fromkeys(lost))
+    return Takeover(trainers, aggregators, tuple(orphans))
 
 
-def effective_parent(assignment: Assignment, result: Takeover, child: str) -> str | None:
-    """The aggregator `child` reports to this round after `result` (None: to the committee)."""
-    if child in result.parent:
-        return result.parent[child]
-    return assignment.parent.get(child)
+def trainer_aggregator(assignment: Assignment, result: Takeover, trainer: str) -> str | None:
+    """The first-tier aggregator `trainer` reports to this round after `result`."""
+    if trainer in result.trainers:
+        return result.trainers[trainer]
+    if trainer in result.orphans:
+        return None
+    return assignment.trainer_parent.get(trainer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +131,7 @@ def churn(old: Assignment, new: Assignment) -> Churn:
     """Count the role changes a renegotiation caused."""
     old_trainers, new_trainers = set(old.trainers), set(new.trainers)
     both = old_trainers & new_trainers
-    moved = sum(1 for peer in both if old.parent.get(peer) != new.parent.get(peer))
+    moved = sum(1 for peer in both if old.trainer_parent.get(peer) != new.trainer_parent.get(peer))
     old_aggregators, new_aggregators = set(old.aggregators), set(new.aggregators)
     old_validators, new_validators = set(old.validators), set(new.validators)
     return Churn(
