@@ -27,9 +27,9 @@ from .durable import (
     PersistVote,
 )
 from .messages import (
+    CertifiedBatch,
     Checkpoint,
     CheckpointProof,
-    CertifiedBatch,
     CommitCertificate,
     Entry,
     FetchState,
@@ -70,7 +70,7 @@ _SCHEMA: dict[type, tuple[str, ...]] = {
     PersistView: ("i",),
     PersistVote: ("b", "i", "i", "b"),
     PersistPrepared: ("m:PreparedProof",),
-    PersistExecuted: ("i", "b", "m:CertifiedBatch"),
+    PersistExecuted: ("i", "b", "m:CertifiedBatch", "i"),
     PersistStable: ("m:CheckpointProof", "m:Snapshot", "i"),
     PersistViewChange: ("m:ViewChange",),
     PersistEpoch: ("i", "S", "i"),

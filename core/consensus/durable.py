@@ -49,9 +49,12 @@ class PersistPrepared:
 
 @dataclass(frozen=True, slots=True)
 class PersistExecuted:
+    """A batch executed; batches below `retain_from_seq` are no longer served."""
+
     seq: int
     chain_hash: bytes
     certified: CertifiedBatch
+    retain_from_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,10 @@ class DurableState:
             self.last_executed = record.seq
             self.chain_hash = record.chain_hash
             self.retained[record.seq] = record.certified
+            if len(self.retained) > record.seq - record.retain_from_seq + 1:
+                self.retained = {
+                    seq: b for seq, b in self.retained.items() if seq >= record.retain_from_seq
+                }
         elif isinstance(record, PersistStable):
             self._apply_stable(record)
         elif isinstance(record, PersistEpoch):

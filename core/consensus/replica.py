@@ -453,8 +453,8 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         cert = certified.certificate
         seq = cert.seq
         chain_hash = chain_next(self.durable.chain_hash, seq, cert.digest)
-        self.persist(PersistExecuted(seq, chain_hash, certified))
-        self._prune_retained()
+        retain_from = seq - self.config.retained_batches_max + 1
+        self.persist(PersistExecuted(seq, chain_hash, certified, retain_from))
         for entry in certified.batch:
             entry_id = entry.entry_id()
             self.pending.pop(entry_id, None)
@@ -483,11 +483,6 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
             self._change_epoch(seq, committee_entries[-1])
         elif seq % self.config.checkpoint_interval == 0:
             self._send_checkpoint(seq)
-
-    def _prune_retained(self) -> None:
-        retained = self.durable.retained
-        while len(retained) > self.config.retained_batches_max:
-            del retained[min(retained)]
 
     def _change_epoch(self, seq: int, entry: Entry) -> None:
         """Reconfiguration at an epoch boundary: the next committee starts after `seq`."""
