@@ -67,6 +67,7 @@ class _JoinAttempt:
     nonce: bytes = b""
     deadline_ms: int = 0
     syncing: bool = False  # accept chunks are arriving from `seed`
+    merge: bool = False  # we were already in a mesh: the two views must be merged
     chunks_seen: set[int] = field(default_factory=set)
 
 
@@ -179,7 +180,7 @@ class MembershipMachine(ProbingMachine):
         seeds = tuple(dict.fromkeys(s for s in seed_peer_ids if s != self.node_id))[:SEEDS_MAX]
         if not seeds:
             raise ContractError("join needs at least one seed other than this node")
-        self._join = _JoinAttempt(seeds)
+        self._join = _JoinAttempt(seeds, merge=self._live > 1)
         self._join_next(now_ms)
 
     def add_discovered(self, peer_id: str, now_ms: int) -> None:
@@ -193,8 +194,17 @@ class MembershipMachine(ProbingMachine):
                 self.count("candidates_full_drop")
                 return
             self._candidates[peer_id] = now_ms
-        if self._live <= 1 and self._join is None and not self.leaving:
+        if self._join is not None or self.leaving:
+            return
+        if self._live <= 1:
             self.join(list(self._candidates), now_ms)
+            return
+        # A peer on the LAN that is not in our table may have formed a separate mesh
+        # with others (agents that start together join each other pairwise). Joining
+        # through it merges the views: its JoinAccept syncs its members to us and we
+        # gossip them on, as memberlist merges clusters by a push-pull with the node.
+        self.count("merge_joins")
+        self.join([peer_id], now_ms)
 
     # -- joiner side ---------------------------------------------------------------------
 
@@ -268,21 +278,33 @@ class MembershipMachine(ProbingMachine):
             return
         if not attempt.chunks_seen:
             self._enqueue(Alive(self.node_id, self.incarnation, self._advert))
+            if attempt.merge:
+                self._spread_own_view()
         attempt.chunks_seen.add(message.chunk)
         for update in message.updates:
-            self._apply_synced(update)
+            self._apply_synced(update, spread=attempt.merge)
         if len(attempt.chunks_seen) >= message.chunks:
             self._join = None
 
-    def _apply_synced(self, update: Update) -> None:
-        """A record from the seed's table: the seed vouches for it (it is a member)."""
-        # Not re-gossiped when new to us: the mesh knows its members, only we did not.
+    def _spread_own_view(self) -> None:
+        """Merging two meshes: gossip our members so the seed's side learns them too."""
+        for member in list(self._members.values()):
+            if member.peer_id != self.node_id and member.state in LIVE_STATES:
+                self._enqueue(Alive(member.peer_id, member.incarnation, member.advert))
+        self.count("merges")
+
+    def _apply_synced(self, update: Update, spread: bool = False) -> None:
+        """A record from the seed's table: the seed vouches for it (it is a member).
+
+        Not re-gossiped when new to us (the mesh knows its members, only we did not),
+        except when merging two meshes: then our old mesh has not heard of them either.
+        """
         if isinstance(update, Alive):
-            self._apply_alive(update, VIA_MEMBER, spread=False)
+            self._apply_alive(update, VIA_MEMBER, spread=spread)
         elif isinstance(update, Suspect):
             if update.peer_id not in self._members:
                 self._apply_alive(
-                    Alive(update.peer_id, update.incarnation), VIA_MEMBER, spread=False
+                    Alive(update.peer_id, update.incarnation), VIA_MEMBER, spread=spread
                 )
             self._apply_suspect(update)
         else:

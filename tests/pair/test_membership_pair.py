@@ -301,3 +301,27 @@ def test_join_retries_the_next_seed_when_one_is_down(seed_order: int) -> None:
     # anti-entropy (30 s period) repairs that
     net.run(40_000)
     assert net.state(peers[0], newcomer) == ALIVE
+
+
+def test_two_meshes_formed_apart_merge_when_one_discovers_the_other() -> None:
+    # Agents that start together join each other pairwise and may form separate
+    # meshes; discovering a peer that is not in our table must merge them.
+    net = Net()
+    policy = PskPolicy("lab", KEY)
+    a, b, c, d = (net.add(index, policy) for index in range(4))
+    net.call(b, lambda machine, now: machine.join([a], now))
+    net.call(d, lambda machine, now: machine.join([c], now))
+    net.run(3_000)
+    assert net.state(a, c) is None and net.state(c, a) is None  # two meshes of two
+    net.call(a, lambda machine, now: machine.add_discovered(c, now))
+    net.run(5_000)
+    for viewer in (a, b, c, d):
+        assert {net.state(viewer, peer) for peer in (a, b, c, d)} == {ALIVE}, viewer
+    assert net.machines[a].counters.get("merge_joins") == 1
+
+
+def test_leaving_node_still_reaches_the_others_with_its_left() -> None:
+    net, peers = mesh(2)
+    net.call(peers[1], lambda machine, now: machine.leave(now))
+    net.run(1_000)
+    assert net.state(peers[0], peers[1]) == LEFT
