@@ -18,6 +18,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "aggregation": ("agentmesh.tools.bench.aggregation", "FedAvg, median, trim, Krum vs copy"),
     "wire": ("agentmesh.tools.bench.wire", "CBOR encode/decode and envelope seal/open, 1 KB"),
     "membership": ("agentmesh.tools.bench.membership", "SWIM join/crash convergence, 1k+10k nodes"),
+    "roles": ("agentmesh.tools.bench.roles", "assignment time, fan-in spread, churn, takeover"),
     "consensus": ("agentmesh.tools.bench.consensus", "PBFT decisions/s, commit latency: sim+QUIC"),
     "gateway": ("agentmesh.tools.bench.gateway", "MCU bridge: msgs/s from 100 devices, added latency"),
 }
