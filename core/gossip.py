@@ -17,13 +17,16 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any
 
 from agentmesh.core.limits import DEFAULT_GOSSIP_LIMITS, GossipLimits
-from agentmesh.core.node import ContractError, InvariantViolation, MachineBase
+from agentmesh.core.node import ContractError, InvariantViolation, MachineBase, Send
 
 RumorId = tuple[str, int]
 Rumor = tuple[RumorId, str]
+
+_TUPLE_TYPE, _STR_TYPE, _INT_TYPE = {tuple}, {str}, {int}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,8 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
         self._batch_max = limits.rumors_per_message_max
         self._random = rng.random
         self._pull_every = self.config.pull_every_rounds
-        self._own_ahead = False  # learned an own rumor beyond last_seq (a lost counter)
+        self._fanout = self.config.fanout
+        self._own_seq_max = 0  # highest own rumor seq known (> last_seq: a lost counter)
         self.peers = peers
         self.known: dict[RumorId, str] = {}
         self.hot: dict[RumorId, int] = {}  # rumor -> last round in which it is pushed
@@ -91,6 +95,9 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
         self._hot_expiry_min = 0  # earliest last-round among hot rumors
         self.last_seq = 0
         self._vector: dict[str, int] = {}
+        # Known rumors above their origin's vector entry (learned out of order), in
+        # learning order: with the vector, exactly the known rumors (see _learn).
+        self._detached: dict[RumorId, None] = {}
         self._digest: Digest | None = None
         self._next_round_ms: int | None = None
         self._round = 0
@@ -143,7 +150,7 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
         if self._round % self._pull_every == 0:
             peer = self._pick_peer()
             if peer is not None:
-                self.send(peer, self._digest or self._current_digest())
+                self._outbox.append(Send(peer, self._digest or self._current_digest()))
 
     def check_invariants(self) -> None:
         """O(1) checks, cheap enough to run after every delivery."""
@@ -151,28 +158,38 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
         if (
             known_count <= self._rumors_max
             and len(self.hot) <= known_count
-            and not self._own_ahead
-            and self._vector.get(self.node_id, 0) <= self.last_seq
+            and self._own_seq_max <= self.last_seq
         ):
             return
         if known_count > self._rumors_max:
             raise InvariantViolation(f"{self.node_id} knows {len(self.known)} rumors > bound")
         if len(self.hot) > len(self.known):
             raise InvariantViolation(f"{self.node_id} has more hot rumors than known ones")
-        if self._own_ahead or self._vector.get(self.node_id, 0) > self.last_seq:
-            raise InvariantViolation(f"{self.node_id} knows own rumors it never originated")
+        raise InvariantViolation(f"{self.node_id} knows own rumors it never originated")
 
     def check_invariants_full(self) -> None:
-        """O(rumors) checks: hot is a subset of known; the version vector has no holes."""
+        """O(rumors) checks: hot is a subset of known; known is exactly the rumors the
+        version vector covers (no holes) plus the detached ones above it."""
         self.check_invariants()
-        if self._vector.get(self.node_id, 0) > self.last_seq:
-            raise InvariantViolation(f"{self.node_id} knows own rumors it never originated")
-        if not self.hot.keys() <= self.known.keys():
+        known = self.known
+        if not self.hot.keys() <= known.keys():
             raise InvariantViolation(f"{self.node_id} pushes rumors it does not know")
-        for origin, seq in self._vector.items():
-            for number in range(1, seq + 1):
-                if (origin, number) not in self.known:
-                    raise InvariantViolation(f"{self.node_id} vector claims ({origin}, {number})")
+        vector = self._vector
+        covered = set(
+            chain.from_iterable(
+                zip(repeat(origin), range(1, seq + 1)) for origin, seq in vector.items()
+            )
+        )
+        if not covered <= known.keys():
+            origin, number = min(covered - known.keys())
+            raise InvariantViolation(f"{self.node_id} vector claims ({origin}, {number})")
+        detached = self._detached
+        if (
+            len(covered) + len(detached) != len(known)
+            or not detached.keys() <= known.keys()
+            or any(rumor_id[1] <= vector.get(rumor_id[0], 0) for rumor_id in detached)
+        ):
+            raise InvariantViolation(f"{self.node_id} vector and detached rumors != known")
 
     def durable_state(self) -> GossipDurable:
         return GossipDurable(tuple(self.known.items()), self.last_seq)
@@ -216,12 +233,18 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
             sent = list(self.hot)[: self._batch_max]
             message = Push(tuple([(rumor_id, known[rumor_id]) for rumor_id in sent]))
             self._push_message = message
-        pick = self._pick_peer
-        send = self.send
-        for _ in range(self.config.fanout):
-            peer = pick()
-            if peer is not None:
-                send(peer, message)
+        # _pick_peer inlined (the same draws): this runs for every hot node every round
+        peers = self.peers
+        count = len(peers)
+        random = self._random
+        node_id = self.node_id
+        append = self._outbox.append
+        for _ in range(self._fanout):
+            for _ in range(4):
+                peer = peers[int(random() * count)]
+                if peer != node_id:
+                    append(Send(peer, message))
+                    break
 
     def _expire_hot(self, current: int) -> None:
         hot = self.hot
@@ -260,31 +283,41 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
         if vector.__class__ is not tuple or len(vector) > limits.origins_max:
             self.count("bad_message")
             return
-        mine = self._current_digest()
-        if vector == mine.vector:
+        # Validate at C speed: every entry a tuple (str origin, int seq).
+        try:
+            theirs: dict[str, int] = dict(vector)
+        except (TypeError, ValueError):
+            self.count("bad_message")
+            return
+        if not (
+            set(map(type, vector)) <= _TUPLE_TYPE
+            and set(map(type, theirs)) <= _STR_TYPE
+            and set(map(type, theirs.values())) <= _INT_TYPE
+        ):
+            self.count("bad_message")
+            return
+        mine = self._vector
+        if theirs == mine:
             return  # in sync: the common case once a rumor has spread
-        theirs: dict[str, int] = {}
-        for entry in vector:
-            if (
-                entry.__class__ is not tuple
-                or len(entry) != 2
-                or entry[0].__class__ is not str
-                or entry[1].__class__ is not int
-            ):
-                self.count("bad_message")
-                return
-            theirs[entry[0]] = entry[1]
+        known = self.known
+        batch_max = limits.rumors_per_message_max
         missing: list[Rumor] = []
-        for rumor_id, payload in self.known.items():
+        # Origins where we are ahead: every seq above theirs up to our vector entry.
+        for origin, seq in sorted(mine.items() - theirs.items()):
+            for number in range(max(theirs.get(origin, 0), 0) + 1, seq + 1):
+                rumor_id = (origin, number)
+                missing.append((rumor_id, known[rumor_id]))
+            if len(missing) >= batch_max:
+                break
+        for rumor_id in self._detached:  # learned out of order, above our vector
             if rumor_id[1] > theirs.get(rumor_id[0], 0):
-                missing.append((rumor_id, payload))
-                if len(missing) >= limits.rumors_per_message_max:
-                    break
+                missing.append((rumor_id, known[rumor_id]))
         if missing:
-            self.send(sender, Push(tuple(missing)))
+            self._outbox.append(Send(sender, Push(tuple(missing[:batch_max]))))
 
     def _learn(self, rumor_id: RumorId, payload: str, hot: bool) -> None:
-        self.known[rumor_id] = payload
+        known = self.known
+        known[rumor_id] = payload
         if hot and self.config.hot_rounds:
             last_round = self._round + self.config.hot_rounds
             if not self.hot or last_round < self._hot_expiry_min:
@@ -292,14 +325,18 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
             self.hot[rumor_id] = last_round
             self._push_message = None
         origin, seq = rumor_id
-        if origin == self.node_id and seq > self.last_seq:
-            self._own_ahead = True
+        if origin == self.node_id and seq > self._own_seq_max:
+            self._own_seq_max = seq
         vector = self._vector
         if seq == vector.get(origin, 0) + 1:
-            while (origin, seq + 1) in self.known:
+            detached = self._detached
+            while (origin, seq + 1) in known:
                 seq += 1
+                detached.pop((origin, seq), None)  # now covered by the vector
             vector[origin] = seq
             self._digest = None
+        else:
+            self._detached[rumor_id] = None
 
     def _current_digest(self) -> Digest:
         if self._digest is None:

@@ -21,9 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentmesh.core.node import ContractError, Event, InvariantViolation, Machine, Send
+from agentmesh.core.node import (
+    ContractError,
+    Event,
+    InvariantViolation,
+    Machine,
+    MachineBase,
+    Send,
+)
 from agentmesh.core.sim.faults import Crash, Partition
-from agentmesh.core.sim.network import ConstantLatency, NetworkConfig
+from agentmesh.core.sim.network import US_PER_MS, ConstantLatency, NetworkConfig, UniformLatency
 from agentmesh.core.sim.trace import FAULT_TAG, NODE_BITS, TICK_SOURCE, TraceHasher
 
 # (node_id, rng, durable_state or None) -> a fresh machine; durable_state is what the
@@ -45,6 +52,15 @@ def stream(seed: int, concern: str) -> random.Random:
 def node_name(index: int) -> str:
     """The id of node `index` (`n0`, `n1`, ...), as used in specs and traces."""
     return f"n{index}"
+
+
+def _has_plain_outbox(machine: object) -> bool:
+    """True if `machine` uses MachineBase's outbox list and take_outbox unchanged."""
+    return (
+        isinstance(machine, MachineBase)
+        and type(machine).take_outbox is MachineBase.take_outbox
+        and isinstance(getattr(machine, "_outbox", None), list)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +175,11 @@ class Simulation:
             concern: stream(config.seed, concern)
             for concern in ("latency", "loss", "duplicate", "reorder")
         }
+        self._duplicate_random = self.streams["duplicate"].random
         self.machines: list[Any] = [self._build(i) for i in range(config.nodes)]
+        # True where the machine keeps MachineBase's outbox: the hot loop takes the
+        # list itself instead of calling take_outbox() (same effect, one call less).
+        self._direct_outbox = [_has_plain_outbox(machine) for machine in self.machines]
         self._schedule_plan(calls)
 
     # -- views for scenarios and tests ------------------------------------------------
@@ -289,7 +309,8 @@ class Simulation:
 
     def _loop(self, progress: ProgressCallback | None) -> None:
         # Everything the hot path touches is a local: attribute and global lookups
-        # dominate CPython's cost per event otherwise.
+        # dominate CPython's cost per event otherwise. The routing of sends is the
+        # same as `_drain`, inlined, with fast paths for a fault-free network.
         config = self.config
         network = config.network
         heap = self._heap
@@ -297,6 +318,7 @@ class Simulation:
         push = heapq.heappush
         seq = self._seq
         machines = self.machines
+        direct = self._direct_outbox
         alive = self.alive
         incarnation = self.incarnation
         tick_at = self._tick_at
@@ -308,7 +330,8 @@ class Simulation:
         stats = self.stats
         drops = stats.drops
         hooks = self.hooks
-        record = self.trace.records.append
+        records = self.trace.records
+        record = records.append
         flush = self.trace.flush
         end_us = config.duration_ms * 1000
         plain_clock = all(r == PPM for r in rate_ppm) and not any(offset_ms)
@@ -316,17 +339,24 @@ class Simulation:
         loss = network.loss
         loss_random = self.streams["loss"].random
         duplicate = network.duplicate
-        duplicate_random = self.streams["duplicate"].random
         reorder_us = int(network.reorder_ms * 1000)
         reorder_random = self.streams["reorder"].random
-        latency_rng = self.streams["latency"]
-        has_links = bool(network.links)
-        latency_for = network.latency_for
+        latency_random = self.streams["latency"].random
+        sample_delay = self._delay_sampler()
+        # Fast paths of the default latency model (no per-link overrides): a constant
+        # needs no draw; a uniform is one `random()` with the very arithmetic of
+        # UniformLatency.sample_us, so the draws (and the trace) are identical.
         default_model = network.latency
-        const_us = (
-            int(default_model.ms * 1000) if isinstance(default_model, ConstantLatency) else -1
-        )
-        sample_default = default_model.sample_us
+        const_us = -1
+        uniform_low_us = uniform_span_us = 0.0
+        if not network.links and not reorder_us:
+            if isinstance(default_model, ConstantLatency):
+                const_us = default_model.sample_us(self.streams["latency"])
+            elif isinstance(default_model, UniformLatency):
+                uniform_low_us = default_model.low_ms * US_PER_MS
+                uniform_span_us = default_model.high_ms * US_PER_MS - uniform_low_us
+        uniform = uniform_span_us > 0.0 and const_us < 0
+        plain_network = not loss and not duplicate and (const_us >= 0 or uniform)
         every = config.progress_every_events if progress is not None else 0
         next_progress = every if every else -1
         # flush trace records and maybe report progress every so many events
@@ -393,42 +423,46 @@ class Simulation:
                     continue
                 checked += 1
                 machine.check_invariants()
-                # -- drain the outbox (same rules as _drain, inlined for speed) --
-                for item in machine.take_outbox():
+                # -- drain the outbox; a MachineBase's list is taken without a call --
+                if direct[node]:
+                    outbox = machine._outbox
+                    if outbox:
+                        machine._outbox = []
+                else:
+                    outbox = machine.take_outbox()
+                for item in outbox:
                     if item.__class__ is not Send:
                         events += 1
                         hooks.on_event(node_ids[node], item, now)
                         continue
-                    target = index_get(item.to)
+                    target = index_get(item[0])
                     if target is None:
                         drops["unknown_peer"] += 1
                         continue
                     sends += 1
+                    if plain_network and not cuts:
+                        if uniform:
+                            delay = int(uniform_low_us + latency_random() * uniform_span_us)
+                        else:
+                            delay = const_us
+                        push(heap, (time_us + delay, seq(), DELIVER, target, node, item[1]))
+                        continue
                     if loss and loss_random() < loss:
                         drops["loss"] += 1
                         continue
                     if cuts and any(cut.blocks(node, target) for cut in cuts):
                         drops["partition"] += 1
                         continue
-                    if has_links:
-                        delay = latency_for(node, target).sample_us(latency_rng)
-                    elif const_us >= 0:
-                        delay = const_us
-                    else:
-                        delay = sample_default(latency_rng)
+                    delay = sample_delay(node, target)
                     if reorder_us:
                         delay += int(reorder_random() * reorder_us)
-                    push(heap, (time_us + delay, seq(), DELIVER, target, node, item.message))
-                    if duplicate and duplicate_random() < duplicate:
+                    push(heap, (time_us + delay, seq(), DELIVER, target, node, item[1]))
+                    if duplicate and self._duplicate_random() < duplicate:
                         duplicates += 1
-                        delay = (
-                            latency_for(node, target).sample_us(latency_rng)
-                            if has_links
-                            else sample_default(latency_rng)
-                        )
+                        delay = sample_delay(node, target)
                         if reorder_us:
                             delay += int(reorder_random() * reorder_us)
-                        push(heap, (time_us + delay, seq(), DELIVER, target, node, item.message))
+                        push(heap, (time_us + delay, seq(), DELIVER, target, node, item[1]))
                 # -- schedule the next tick (lazily: a later deadline leaves the old entry) --
                 deadline = machine.next_deadline()
                 if deadline is not None:
@@ -452,6 +486,16 @@ class Simulation:
             return
         self._flush_counters(deliveries, ticks, sends, duplicates, events, checked)
         self.now_us = end_us
+
+    def _delay_sampler(self) -> Callable[[int, int], int]:
+        """Latency of one copy on link (source, target) in µs, before reordering jitter."""
+        network = self.config.network
+        latency_rng = self.streams["latency"]
+        if network.links:
+            latency_for = network.latency_for
+            return lambda source, target: latency_for(source, target).sample_us(latency_rng)
+        sample = network.latency.sample_us
+        return lambda source, target: sample(latency_rng)
 
     def _flush_counters(self, *counts: int) -> None:
         stats = self.stats
@@ -496,4 +540,5 @@ class Simulation:
             self.incarnation[node] += 1
             self._tick_at[node] = -1
             self.machines[node] = self._build(node)
+            self._direct_outbox[node] = _has_plain_outbox(self.machines[node])
             self._start(node, time_us)
