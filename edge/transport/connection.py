@@ -13,6 +13,7 @@ import hashlib
 import os
 from typing import Protocol
 
+from aioquic import tls
 from aioquic.quic import events
 from aioquic.quic.connection import NetworkAddress, QuicConnection
 
@@ -50,6 +51,9 @@ ERROR_HANDSHAKE_TIMEOUT = 0x104
 ERROR_IDLE = 0x105
 ERROR_BLOB_REJECTED = 0x201
 
+# Loop turns a received datagram's ACK waits for a reply to carry it: a receiver
+# awaiting receive() directly replies one turn later, through wait_for() three.
+_REPLY_GRACE_TURNS = 3
 # asyncio may run a timer handle up to its clock resolution early.
 _TIMER_SLACK_S = 1e-6
 
@@ -144,20 +148,33 @@ class PeerConnection:
         self._stopped_streams: set[int] = set()
         self._progress = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_handle: asyncio.Handle | None = None  # after datagrams received
         self._flush_pending = False
+        self._flush_turns = 0
+        self._burst_handle: asyncio.Handle | None = None  # after our own writes
+        self._burst_pending = False
+        self._control_received = False
         self._failure: TransportError | None = None
-        _acknowledge_promptly(quic)
 
     # -- I/O driven by the owner ------------------------------------------------------
 
     def datagram_received(self, data: bytes, address: NetworkAddress) -> None:
-        self.quic.receive_datagram(data, address, now=self._loop.time())
+        now = self._loop.time()
+        self.quic.receive_datagram(data, address, now=now)
+        self._control_received = False
         self._process_events()
-        # Not transmitted here: a receiver woken by a frame delivered above runs
-        # before the flush, so its reply leaves in the same datagram as our ACK.
+        if self._control_received:
+            # A control frame usually gets an answer: acknowledge it in that answer.
+            # Blob data keeps aioquic's delayed ACK (one ACK for many datagrams).
+            _make_ack_due(self.quic, now)
+        # Not transmitted here: a receiver woken by a frame delivered above runs a
+        # loop turn or a few later, and its reply (sent at once, see _transmit_soon)
+        # then carries our ACK; one datagram each way per request and reply instead
+        # of an ACK-only datagram besides. Without a reply, _flush sends the ACK.
         self._flush_pending = True
-        self._schedule_flush()
+        if self._flush_handle is None:
+            self._flush_turns = _REPLY_GRACE_TURNS
+            self._flush_handle = self._loop.call_soon(self._flush)
         self._progress.set()
 
     def transmit(self) -> None:
@@ -168,22 +185,30 @@ class PeerConnection:
         self._arm_timer()
 
     def _transmit_soon(self) -> None:
-        # The first write goes out at once (latency); writes that follow before the
-        # flush (the end of this loop iteration's callbacks) share its datagrams.
-        if self._flush_handle is None:
+        # The first write goes out at once (latency); writes that follow in the same
+        # loop turn are coalesced into as few datagrams as possible (throughput).
+        if self._burst_handle is None:
             self.transmit()
-            self._schedule_flush()
+            self._burst_handle = self._loop.call_soon(self._end_burst)
         else:
-            self._flush_pending = True
+            self._burst_pending = True
 
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
+    def _end_burst(self) -> None:
+        self._burst_handle = None
+        if self._burst_pending:
+            self._burst_pending = False
+            self.transmit()
 
     def _flush(self) -> None:
+        if not self._flush_pending:  # a write went out meanwhile, with the ACK
+            self._flush_handle = None
+            return
+        self._flush_turns -= 1
+        if self._flush_turns > 0:
+            self._flush_handle = self._loop.call_soon(self._flush)
+            return
         self._flush_handle = None
-        if self._flush_pending:
-            self.transmit()
+        self.transmit()
 
     def _arm_timer(self) -> None:
         # aioquic moves its deadline on nearly every packet (ACK, loss detection).
@@ -339,6 +364,7 @@ class PeerConnection:
                 self._on_control_frame(item)
 
     def _on_control_frame(self, frame: ControlFrame) -> None:
+        self._control_received = True
         if frame.frame_type == FrameType.DATA:
             if self.state is ConnectionState.READY:
                 self.last_activity_s = self._loop.time()
@@ -542,16 +568,16 @@ class PeerConnection:
         return int(sender._buffer_stop - sender._buffer_start)
 
 
-def _acknowledge_promptly(quic: QuicConnection) -> None:
-    """Make 1-RTT ACKs due on receipt instead of after aioquic's fixed 1 ms delay.
+def _make_ack_due(quic: QuicConnection, now: float) -> None:
+    """Make a pending 1-RTT ACK due now instead of after aioquic's fixed 1 ms delay.
 
     RFC 9000 §13.2.1 bounds the delay by max_ack_delay; acknowledging sooner is
-    always allowed. Due at once, the ACK rides in the reply a receiver writes in the
-    same loop iteration (see PeerConnection.datagram_received) instead of costing a
-    separate ACK-only datagram (and a wake-up of the peer) a millisecond later.
-    aioquic 1.7 has no setting for this; `_ack_delay` is read in one place only.
+    always allowed. aioquic 1.7 has no setting for this: its packet space's `ack_at`
+    is the one thing read here.
     """
-    quic._ack_delay = 0.0
+    space = quic._spaces.get(tls.Epoch.ONE_RTT)
+    if space is not None and space.ack_at is not None and space.ack_at > now:
+        space.ack_at = now
 
 
 def _discarding() -> _InboundStream:

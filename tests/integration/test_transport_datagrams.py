@@ -1,0 +1,89 @@
+"""Datagram economy of the transport, on real QUIC over 127.0.0.1.
+
+A reply carries the ACK of the request it answers (one datagram each way per
+request/reply), and loopback connections use large datagrams for blobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+
+import pytest
+
+from agentmesh.core.limits import MIB
+from agentmesh.edge.transport import QuicTransport
+from agentmesh.edge.transport.transport import is_loopback_host
+
+from .test_transport import LIMITS, receive_all, run, transports
+
+pytestmark = pytest.mark.integration
+
+FAST = replace(LIMITS, messages_per_s=1e6, message_burst=10_000)
+
+
+async def _echo(transport: QuicTransport) -> None:
+    while True:
+        incoming = await transport.receive()
+        await transport.send(incoming.peer_id, incoming.payload)
+
+
+def test_a_reply_carries_the_ack_of_its_request() -> None:
+    rounds = 40
+
+    async def scenario() -> None:
+        async with transports(FAST, FAST) as (a, b):
+            b_id = await a.dial(b.local_address)
+            echo = asyncio.ensure_future(_echo(b))
+            try:
+                for _ in range(5):  # handshake leftovers settle
+                    await a.send(b_id, b"warm-up")
+                    await receive_all(a, 1)
+                sent_a, sent_b = a.counters["datagrams_sent"], b.counters["datagrams_sent"]
+                for i in range(rounds):
+                    await a.send(b_id, b"request %d" % i + bytes(1_000))
+                    (reply,) = await receive_all(a, 1)
+                    assert reply.payload.startswith(b"request %d" % i)
+                datagrams_a = a.counters["datagrams_sent"] - sent_a
+                datagrams_b = b.counters["datagrams_sent"] - sent_b
+            finally:
+                echo.cancel()
+            # One datagram per message; a separate ACK-only datagram for every
+            # message (aioquic's 1 ms delayed ACK) would double these. Slack for a
+            # loss-detection probe on a loaded machine.
+            assert rounds <= datagrams_b <= rounds * 5 // 4
+            assert rounds <= datagrams_a <= rounds * 5 // 4
+
+    run(scenario)
+
+
+def test_loopback_blobs_travel_in_large_datagrams() -> None:
+    async def scenario() -> None:
+        async with transports(LIMITS, LIMITS) as (a, b):
+            b_id = await a.dial(("localhost", b.local_address[1]))  # a name is resolved
+            assert b_id == b.identity.peer_id
+            blob = os.urandom(1 * MIB)
+            sent = a.counters["datagrams_sent"]
+            digest = await a.send_blob(b_id, blob)
+            (received,) = await receive_all(b, 1)
+            assert received.payload == blob and received.digest == digest
+            # 1,200-byte datagrams would need about 900 of them.
+            assert a.counters["datagrams_sent"] - sent < MIB // 8_000
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.0.2", True),
+        ("::1", True),
+        ("10.0.0.7", False),
+        ("192.168.1.20", False),
+        ("localhost", False),  # a name could resolve anywhere: never assumed local
+    ],
+)
+def test_only_loopback_literals_get_large_datagrams(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
