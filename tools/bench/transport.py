@@ -18,6 +18,7 @@ import os
 import ssl
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -161,64 +162,68 @@ class _UdpClient(asyncio.DatagramProtocol):
             self.reply.set_result(data)
 
 
-async def _udp_rtts(port: int, payload: bytes, rounds: int, warmup: int) -> list[float]:
-    loop = asyncio.get_running_loop()
-    transport, client = await loop.create_datagram_endpoint(
-        _UdpClient, remote_addr=("127.0.0.1", port)
-    )
-    rtts: list[float] = []
-    try:
-        for i in range(warmup + rounds):
-            client.reply = loop.create_future()
-            start = time.perf_counter()
-            transport.sendto(payload)
-            await asyncio.wait_for(client.reply, 2)
-            if i >= warmup:
-                rtts.append(time.perf_counter() - start)
-    finally:
-        transport.close()
+_BLOCK_ROUNDS = 50  # cases take turns in blocks this long, so load changes hit all alike
+
+RoundTrip = Callable[[int], Awaitable[None]]
+
+
+async def _interleaved(
+    cases: dict[str, RoundTrip], rounds: int, warmup: int
+) -> dict[str, list[float]]:
+    """Round-trip times of every case, the cases taking turns block by block."""
+    rtts: dict[str, list[float]] = {name: [] for name in cases}
+    done = -warmup
+    while done < rounds:
+        block = min(_BLOCK_ROUNDS, rounds - done)
+        for name, round_trip in cases.items():
+            for i in range(block):
+                start = time.perf_counter()
+                await round_trip(done + i + warmup)
+                if done + i >= 0:
+                    rtts[name].append(time.perf_counter() - start)
+        done += block
     return rtts
 
 
-async def _quic_rtts(
-    quic: QuicTransport, peer_id: str, rounds: int, warmup: int, make: Any, signed: bool
-) -> list[float]:
-    rtts: list[float] = []
+def _udp_case(
+    transport: asyncio.DatagramTransport, client: _UdpClient, payload: bytes
+) -> RoundTrip:
+    loop = asyncio.get_running_loop()
+
+    async def round_trip(_: int) -> None:
+        client.reply = loop.create_future()
+        transport.sendto(payload)
+        await asyncio.wait_for(client.reply, 2)
+
+    return round_trip
+
+
+def _quic_case(quic: QuicTransport, peer_id: str, make: Any, signed: bool) -> RoundTrip:
     raw = _RAW_PREFIX + make(0)[len(_RAW_PREFIX) :]  # built once: nothing signed in the loop
-    for i in range(warmup + rounds):
-        start = time.perf_counter()
+
+    async def round_trip(i: int) -> None:
         await quic.send(peer_id, make(i) if signed else raw)
         reply = await quic.receive()  # the whole run is bounded by _RUN_TIMEOUT_S
         if signed:
             open_envelope(reply.payload, mesh=_MESH)
-        if i >= warmup:
-            rtts.append(time.perf_counter() - start)
-    return rtts
+
+    return round_trip
 
 
-async def _raw_aioquic_rtts(port: int, payload: bytes, rounds: int, warmup: int) -> list[float]:
-    config = QuicConfiguration(
-        is_client=True, alpn_protocols=["bench-raw"], verify_mode=ssl.CERT_NONE
-    )
+def _raw_aioquic_case(client: _RawEchoClient, payload: bytes) -> RoundTrip:
     loop = asyncio.get_running_loop()
-    rtts: list[float] = []
-    async with connect(
-        "127.0.0.1", port, configuration=config, create_protocol=_RawEchoClient
-    ) as client:
-        assert isinstance(client, _RawEchoClient)
-        stream_id = client._quic.get_next_available_stream_id()
-        for i in range(warmup + rounds):
+    stream_id = client._quic.get_next_available_stream_id()
+
+    async def round_trip(_: int) -> None:
+        client.reply = loop.create_future()
+        client._quic.send_stream_data(stream_id, payload)
+        client.transmit()
+        received = len(await asyncio.wait_for(client.reply, 2))
+        while received < len(payload):  # an echo may come back in two pieces
             client.reply = loop.create_future()
-            start = time.perf_counter()
-            client._quic.send_stream_data(stream_id, payload)
-            client.transmit()
-            received = len(await asyncio.wait_for(client.reply, 2))
-            while received < len(payload):  # an echo may come back in two pieces
-                client.reply = loop.create_future()
-                received += len(await asyncio.wait_for(client.reply, 2))
-            if i >= warmup:
-                rtts.append(time.perf_counter() - start)
-    return rtts
+            received += len(await asyncio.wait_for(client.reply, 2))
+
+    return round_trip
 
 
 async def _new_connection_ms(address: tuple[str, int], peer_id: str, count: int) -> list[float]:
@@ -281,18 +286,34 @@ async def _measure(
     make = _sealer(identity, args.payload_bytes)
     quic = QuicTransport(identity, "127.0.0.1", 0, _LIMITS)
     await quic.start()
+    loop = asyncio.get_running_loop()
+    udp, udp_client = await loop.create_datagram_endpoint(
+        _UdpClient, remote_addr=("127.0.0.1", udp_port)
+    )
+    raw_config = QuicConfiguration(
+        is_client=True, alpn_protocols=["bench-raw"], verify_mode=ssl.CERT_NONE
+    )
+    load_before = os.getloadavg()
     try:
         await quic.dial(address, expected_peer_id=peer_id)
-        signed = await _quic_rtts(quic, peer_id, args.rounds, args.warmup, make, signed=True)
-        unsigned = await _quic_rtts(quic, peer_id, args.rounds, args.warmup, make, signed=False)
-        udp = await _udp_rtts(udp_port, make(0), args.rounds, args.warmup)
-        raw = await _raw_aioquic_rtts(raw_port, make(0), args.rounds, args.warmup)
+        async with connect(
+            "127.0.0.1", raw_port, configuration=raw_config, create_protocol=_RawEchoClient
+        ) as raw_client:
+            assert isinstance(raw_client, _RawEchoClient)
+            cases = {
+                "signed": _quic_case(quic, peer_id, make, signed=True),
+                "unsigned": _quic_case(quic, peer_id, make, signed=False),
+                "raw": _raw_aioquic_case(raw_client, make(0)),
+                "udp": _udp_case(udp, udp_client, make(0)),
+            }
+            rtts = await _interleaved(cases, args.rounds, args.warmup)
         blob_s, blob_ok = await _blob_throughput(quic, peer_id, args.blob_mib * MIB)
     finally:
+        udp.close()
         await quic.close()
     connects = await _new_connection_ms(address, peer_id, args.connections)
-    rtts = {"signed": signed, "unsigned": unsigned, "udp": udp, "raw": raw}
-    return _report(args, rtts, connects, blob_s, blob_ok, len(make(0)))
+    load = (load_before, os.getloadavg())
+    return _report(args, rtts, connects, blob_s, blob_ok, len(make(0)), load)
 
 
 def _report(
@@ -302,6 +323,7 @@ def _report(
     blob_s: float,
     blob_ok: bool,
     wire_bytes: int,
+    load: tuple[tuple[float, float, float], tuple[float, float, float]],
 ) -> BenchReport:
     udp = rtts["udp"]
     udp_hop = _latency([rtt / 2 for rtt in udp])
@@ -352,7 +374,13 @@ def _report(
             "both ways (TLS 1.3 handshake + nonce signature)",
             "quic_blob: send_blob until acknowledged plus the peer's reply with the digest; "
             "both ends verify sha-256",
-            "figures are medians (p50) or 99th percentiles over the measured rounds",
+            "figures are medians (p50) or 99th percentiles over the measured rounds; the four "
+            f"echo cases take turns in blocks of {_BLOCK_ROUNDS} round trips (interleaved), so "
+            "a change of machine load hits them alike",
+            "load average (1, 5, 15 min) before the echo cases: "
+            f"{' '.join(f'{x:.2f}' for x in load[0])}; after the new connections: "
+            f"{' '.join(f'{x:.2f}' for x in load[1])} (on {os.cpu_count()} CPUs); figures "
+            "measured under load are not comparable with an idle machine's",
         ],
     )
 
