@@ -14,10 +14,13 @@ from typing import Any
 
 from agentmesh.core.admission import AdmissionRejected
 from agentmesh.core.membership.capabilities import ROLES
+from agentmesh.core.rounds import RULES, RuleConfig
 from agentmesh.edge.agent import Agent, AgentConfig, AgentError, make_invite
 from agentmesh.edge.control import ControlError, request
 from agentmesh.edge.keystore import KeystoreError
+from agentmesh.edge.rounds_host import POISONS, RoundsSettings
 from agentmesh.edge.state import StateError
+from agentmesh.edge.trainer import RUNTIMES
 
 MESH_KEY_ENV = "AGENTMESH_MESH_KEY"
 STATE_DIR_ENV = "AGENTMESH_STATE_DIR"
@@ -106,6 +109,7 @@ def register(subparsers: Any) -> None:
         help=f"roles this agent may take (default: {','.join(ROLES)})",
     )
     join.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    _add_rounds_flags(join)
     join.set_defaults(func=_join)
 
     status = subparsers.add_parser(
@@ -133,6 +137,96 @@ def register(subparsers: Any) -> None:
         "--for", dest="invitee", metavar="PEER_ID", help="bind the token to one peer id"
     )
     invite.set_defaults(func=_invite)
+
+
+def _add_rounds_flags(join: argparse.ArgumentParser) -> None:
+    """Federated rounds on the digits task (docs/federated-rounds.md); off without --expect."""
+    group = join.add_argument_group("federated rounds (on with --expect)")
+    group.add_argument(
+        "--expect",
+        type=int,
+        metavar="N",
+        help="form the committee once N members are alive, then run rounds",
+    )
+    group.add_argument(
+        "--partition",
+        type=int,
+        default=0,
+        metavar="K",
+        help="train on partition K of the digits split (default 0)",
+    )
+    group.add_argument(
+        "--partitions", type=int, metavar="N", help="partitions of the split (default: --expect)"
+    )
+    group.add_argument(
+        "--non-iid",
+        dest="alpha",
+        type=float,
+        default=0.5,
+        metavar="ALPHA",
+        help="Dirichlet alpha of the label skew (default 0.5: digits-8)",
+    )
+    group.add_argument("--rounds", type=int, default=20, help="rounds to run (default 20)")
+    group.add_argument(
+        "--rule", choices=sorted(RULES), default="fedavg", help="aggregation rule (default fedavg)"
+    )
+    group.add_argument(
+        "--rule-f",
+        type=int,
+        metavar="F",
+        help="Krum/Multi-Krum f (default: the most the updates allow)",
+    )
+    group.add_argument(
+        "--trim-fraction",
+        type=float,
+        default=0.25,
+        help="trimmed-mean fraction cut at each end (default 0.25)",
+    )
+    group.add_argument(
+        "--window-ms",
+        type=int,
+        default=3000,
+        help="the cohort closes this long after a round starts (default 3000)",
+    )
+    group.add_argument(
+        "--takeover-ms",
+        type=int,
+        default=1000,
+        help="a stand-in aggregator waits this long more (default 1000)",
+    )
+    group.add_argument(
+        "--committee-size",
+        type=int,
+        default=4,
+        help="validators in the genesis committee, 3f+1 (default 4)",
+    )
+    group.add_argument(
+        "--poison",
+        choices=POISONS,
+        help="experiments only: this agent poisons its updates (Byzantine)",
+    )
+    group.add_argument("--runtime", choices=RUNTIMES, help="trainer runtime (default best)")
+
+
+def rounds_settings(args: argparse.Namespace) -> RoundsSettings | None:
+    """RoundsSettings from the join flags; None when --expect is absent."""
+    if args.expect is None:
+        return None
+    if args.expect < 1 or not 0 <= args.partition < (args.partitions or args.expect):
+        raise ValueError("--expect must be >= 1 and --partition within the partitions")
+    return RoundsSettings(
+        expect=args.expect,
+        partition=args.partition,
+        partitions=args.partitions,
+        alpha=args.alpha,
+        rounds=args.rounds,
+        rule=RuleConfig(args.rule, args.rule_f, args.trim_fraction),
+        window_ms=args.window_ms,
+        takeover_ms=args.takeover_ms,
+        committee_size=args.committee_size,
+        poison=args.poison,
+        runtime=args.runtime,
+    )
 
 
 def _add_state_dir(parser: argparse.ArgumentParser) -> None:
@@ -189,6 +283,7 @@ def _join(args: argparse.Namespace) -> int:
             loopback=args.loopback,
             roles=args.roles,
             discovery=not args.no_mdns,
+            rounds=rounds_settings(args),
         )
         return asyncio.run(_run_agent(config))
     except (AgentError, KeystoreError, StateError, AdmissionRejected, ValueError, OSError) as error:

@@ -41,6 +41,7 @@ from agentmesh.edge.control import ControlServer
 from agentmesh.edge.discovery import FoundPeer, MdnsDiscovery, default_address
 from agentmesh.edge.keystore import load_or_create_identity
 from agentmesh.edge.probe import probe_capabilities
+from agentmesh.edge.rounds_host import ROUND_TYPES, RoundsHost, RoundsSettings
 from agentmesh.edge.state import StateStore
 from agentmesh.edge.transport import Address, QuicTransport, TransportClosed, TransportError
 
@@ -79,6 +80,7 @@ class AgentConfig:
     roles: tuple[str, ...] = ROLES
     discovery: bool = True
     membership: MembershipConfig | None = None
+    rounds: RoundsSettings | None = None  # federated rounds (agent join --expect ...)
 
 
 class HostClock:
@@ -126,7 +128,10 @@ class Agent:
         )
         self.machine: MembershipMachine | None = None
         self.discovery: MdnsDiscovery | None = None
-        self.control = ControlServer(config.state_dir, {"status": self._status_command})
+        self.rounds: RoundsHost | None = None
+        self.control = ControlServer(
+            config.state_dir, {"status": self._status_command, "rounds": self._rounds_command}
+        )
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._seq = self.clock.now_ms() * 1000
@@ -177,6 +182,8 @@ class Agent:
             capabilities=caps,
             random_bytes=os.urandom,
         )
+        if self.config.rounds is not None:
+            self.rounds = RoundsHost(self, self.config.rounds)
         self.machine.start(self.clock.now_ms())
         self._after_input()
         await self.control.start()
@@ -238,6 +245,8 @@ class Agent:
             task.cancel()
         if self.machine is not None:
             self._save_snapshot()
+        if self.rounds is not None:
+            self.rounds.close()
         with contextlib.suppress(OSError):
             await self.control.close()
         if self.discovery is not None:
@@ -257,7 +266,11 @@ class Agent:
             except TransportClosed:
                 return
             if incoming.kind != "frame":
-                self._count("drop_unexpected_blob")
+                if self.rounds is None:
+                    self._count("drop_unexpected_blob")
+                else:
+                    self.rounds.on_blob(incoming.peer_id, incoming.payload)
+                    self._wake.set()
                 continue
             self._on_frame(incoming.peer_id, incoming.payload)
 
@@ -272,6 +285,11 @@ class Agent:
         if envelope.sender != peer_id:
             # The envelope is signed by someone other than the connection's proven id.
             self._count("drop_sender_mismatch")
+            return
+        if envelope.type_name in ROUND_TYPES and self.rounds is not None:
+            self.rounds.count_frame_in(len(payload))
+            self.rounds.on_envelope(peer_id, envelope)
+            self._wake.set()
             return
         if envelope.type_name != MEMBERSHIP_TYPE.name:
             self._count("drop_unhandled_type")
@@ -288,7 +306,9 @@ class Agent:
         machine = self.machine
         assert machine is not None
         while True:
-            deadline = machine.next_deadline()
+            rounds = self.rounds
+            deadlines = [machine.next_deadline(), rounds.next_deadline() if rounds else None]
+            deadline = min((d for d in deadlines if d is not None), default=None)
             now = self.clock.now_ms()
             if deadline is None or deadline > now:
                 wait_s = 1.0 if deadline is None else (deadline - now) / 1000
@@ -296,8 +316,12 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
                 continue
-            machine.tick(now)
-            self._after_input()
+            membership_due = machine.next_deadline()
+            if membership_due is not None and membership_due <= now:
+                machine.tick(now)
+                self._after_input()
+            if rounds is not None:
+                rounds.tick(now)
 
     async def _discovery_loop(self, discovery: MdnsDiscovery) -> None:
         while True:
@@ -349,6 +373,8 @@ class Agent:
                 self._send(output)
             else:
                 self._on_event(output)
+        if self.rounds is not None and self.rounds.genesis is None:
+            self.rounds.maybe_form(machine.status())
         self._wake.set()
 
     def _send(self, output: Send) -> None:
@@ -361,6 +387,27 @@ class Agent:
             {"m": output.message.to_wire()},
         )
         self._spawn_send(self._deliver(output.to, frame))
+
+    def send_envelope(self, peer_id: str, type_name: str, body: Mapping[str, Any]) -> int:
+        """Sign and send one message of a registered type; returns its size in bytes."""
+        self._seq += 1
+        try:
+            frame = seal(self.identity, type_name, self.config.mesh, (self._seq,), body)
+        except WireError as error:
+            self._count(f"drop_unsendable_{type(error).__name__}")
+            return 0
+        self._spawn_send(self._deliver(peer_id, frame))
+        return len(frame)
+
+    def send_blob(self, peer_id: str, data: bytes) -> None:
+        """Stream a content-addressed blob to a peer (best effort, like frames)."""
+        self._spawn_send(self._deliver_blob(peer_id, data))
+
+    async def _deliver_blob(self, peer_id: str, data: bytes) -> None:
+        try:
+            await self.transport.send_blob(peer_id, data, address=self._address_of(peer_id))
+        except (TransportError, TimeoutError, OSError):
+            self._count("blob_send_failed")
 
     def _spawn_send(self, coroutine: Any) -> None:
         if len(self._sends) >= _SENDS_IN_FLIGHT_MAX:
@@ -414,7 +461,7 @@ class Agent:
             "self": {
                 "peer_id": self.identity.peer_id,
                 "mesh": self.config.mesh,
-                "roles": [],
+                "roles": self.rounds.roles() if self.rounds is not None else [],
                 "address": f"{host}:{port}",
                 "admission": self.config.admission,
                 "incarnation": machine.incarnation if machine is not None else 0,
@@ -430,6 +477,13 @@ class Agent:
     async def _status_command(self, request: Mapping[str, Any]) -> dict[str, Any]:
         del request
         return self.status()
+
+    async def _rounds_command(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Federated rounds as this agent saw them (accuracy per round, roles, traffic)."""
+        del request
+        if self.rounds is None:
+            return {"enabled": False}
+        return {"enabled": True, "peer_id": self.identity.peer_id, **self.rounds.status()}
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1

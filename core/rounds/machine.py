@@ -77,7 +77,10 @@ class _Round:
     votes: dict[bytes, list[str]] = field(default_factory=dict)
     abort_votes: list[str] = field(default_factory=list)
     computed: dict[bytes, bytes] = field(default_factory=dict)
+    heard: dict[bytes, RoundResult] = field(default_factory=dict)  # proposed, maybe undecided
     to_validate: list[bytes] = field(default_factory=list)
+    validated: set[bytes] = field(default_factory=set)
+    votes_cast: dict[str, int] = field(default_factory=dict)  # validator -> validate votes
     proposed: bool = False
     abort_sent: bool = False
     trained: bool = False
@@ -153,6 +156,8 @@ class RoundsMachine(MachineBase):
         self.now_ms = now_ms
         if isinstance(message, UpdateOffer):
             self._on_offer(message, sender)
+        elif isinstance(message, RoundResult):
+            self._on_result_heard(message, sender)
         elif isinstance(message, FetchRequest):
             self._on_fetch(message, sender)
         else:
@@ -260,9 +265,36 @@ class RoundsMachine(MachineBase):
             self.count("duplicate_result")  # one candidate per aggregator: bounded
             return
         current.candidates[result.model] = result
-        current.votes[result.model] = []
-        if self.is_validator:
+        self._want_validation(current, result)
+        self._maybe_commit(current, result.model)
+
+    def _want_validation(self, current: _Round, result: RoundResult) -> None:
+        current.heard.setdefault(result.model, result)
+        known = current.validated | set(current.to_validate)
+        if self.is_validator and result.model not in known:
             current.to_validate.append(result.model)
+
+    def _on_result_heard(self, result: RoundResult, sender: str) -> None:
+        """An aggregator's result before it is decided: validators start recomputing at once."""
+        current = self.current
+        if current is None or result.round != current.number or sender != result.aggregator:
+            self.count("dropped_result_other_round")
+            return
+        if any(r.aggregator == sender for r in current.heard.values()):
+            self.count("duplicate_result")  # one proposal per aggregator: bounded
+            return
+        if not self._valid_result(current, result):
+            self.count("dropped_invalid_result")
+            self.emit("evidence", reason="invalid_result", sender=sender)
+            return
+        self._want_validation(current, result)
+
+    def _maybe_commit(self, current: _Round, model: bytes) -> None:
+        """Commit once the result and f + 1 validate votes for it are decided (any order)."""
+        if model in current.candidates and len(current.votes.get(model, ())) >= (
+            self.genesis.vote_quorum
+        ):
+            self._commit(current, current.candidates[model])
 
     def _valid_result(self, current: _Round, result: RoundResult) -> bool:
         trainers = [offer.trainer for offer in result.contributors]
@@ -292,14 +324,14 @@ class RoundsMachine(MachineBase):
             if len(current.abort_votes) >= self.genesis.vote_quorum:
                 self._abort(current)
             return
-        voters = current.votes.get(vote.model)
-        if voters is None:
-            self.count("ignored_vote_unknown_result")
+        cast = current.votes_cast.get(vote.validator, 0)
+        voters = current.votes.get(vote.model, [])
+        if vote.validator in voters or cast >= self.config.aggregators_per_round:
+            self.count("ignored_vote_repeated")  # at most one per possible result: bounded
             return
-        if vote.validator not in voters:
-            voters.append(vote.validator)
-        if len(voters) >= self.genesis.vote_quorum:
-            self._commit(current, current.candidates[vote.model])
+        current.votes_cast[vote.validator] = cast + 1
+        current.votes[vote.model] = [*voters, vote.validator]
+        self._maybe_commit(current, vote.model)
 
     def _commit(self, current: _Round, result: RoundResult) -> None:
         self.closed_round = current.number
@@ -396,9 +428,7 @@ class RoundsMachine(MachineBase):
         if current is None:
             return False
         owners = [o.trainer for o in current.offers.values() if o.digest == digest]
-        listed = any(
-            o.digest == digest for r in current.candidates.values() for o in r.contributors
-        )
+        listed = any(o.digest == digest for r in current.heard.values() for o in r.contributors)
         if not owners and not listed:
             return False
         try:
@@ -449,7 +479,7 @@ class RoundsMachine(MachineBase):
     def _drop_round_fetches(self, current: _Round) -> None:
         for offer in current.offers.values():
             self.fetches.pop(offer.digest, None)
-        for result in current.candidates.values():
+        for result in current.heard.values():
             for offer in result.contributors:
                 self.fetches.pop(offer.digest, None)
 
@@ -510,12 +540,15 @@ class RoundsMachine(MachineBase):
                              self.config.rule.name, tuple(usable))  # fmt: skip
         self.count("results_proposed")
         self.emit("propose", entry=result.entry())
+        for peer in sorted(self.committee - {self.node_id}):
+            self.send(peer, result)  # validators recompute while consensus orders it
+        self._want_validation(current, result)
 
     def _maybe_validate(self, current: _Round) -> None:
         if not current.to_validate or current.base not in self.models:
             return
         for model in list(current.to_validate):
-            result = current.candidates[model]
+            result = current.heard[model]
             missing = [o for o in result.contributors if o.digest not in current.updates]
             if missing:
                 for offer in missing:
@@ -524,6 +557,7 @@ class RoundsMachine(MachineBase):
                                 delay=False)  # fmt: skip
                 continue
             current.to_validate.remove(model)
+            current.validated.add(model)
             self._validate(current, result)
 
     def _validate(self, current: _Round, result: RoundResult) -> None:

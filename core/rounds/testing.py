@@ -24,17 +24,18 @@ from agentmesh.core.consensus.testing import FakeKeyring
 from agentmesh.core.node import Event, Send
 
 from .config import RoundsConfig
-from .entries import KIND_RESULT, RoundResult, decode_entry, is_well_formed, sign_result
+from .entries import (
+    KIND_RESULT,
+    RoundResult,
+    consensus_entry_validator,
+    decode_entry,
+    sign_result,
+)
 from .machine import RoundsMachine
 from .roles import Genesis, genesis_roles
 
 ALL_ROLES = ("trainer", "aggregator", "validator")
 Filter = Callable[[str, str, Any], bool]  # (sender, target, message) -> deliver?
-
-
-def validate_entry(entry: Entry) -> bool:
-    """What the host passes to Replica: round entries must be well formed; others pass."""
-    return is_well_formed(entry) if entry.kind.startswith("round_") else True
 
 
 def initial_model(params: int) -> bytes:
@@ -87,7 +88,7 @@ class RoundsNet:
             signer = self.keyring.signer(peer)
             replica = Replica(signer, self.keyring.verify, self.genesis.consensus_committee(),
                               random.Random(f"{seed}/{peer}"), consensus,
-                              validate_entry=validate_entry)  # fmt: skip
+                              validate_entry=consensus_entry_validator)  # fmt: skip
             rounds = RoundsMachine(signer, self.keyring.verify, self.genesis, config, self.model,
                                    random.Random(f"{seed}/{peer}/r"))  # fmt: skip
             self.nodes[peer] = Node(peer, replica, rounds)
