@@ -115,17 +115,17 @@ def _derive(
     scores = {peer: capability_score(caps) for peer, caps in profiles.items()}
     trainers = [peer for peer in serving if may_train(profiles[peer])]
     committee = _draw_committee(profiles, scores, randomness, config, previous if sticky else None)
-    tiers, standbys = _draw_aggregators(
+    seats, standbys = _draw_aggregators(
         profiles, scores, len(trainers), randomness, config, previous, sticky
     )
-    maps = _map_fan_in(trainers, tiers, randomness)
-    fan_in: dict[str, list[str]] = {peer: [] for tier in tiers for peer in tier}
+    maps = _map_fan_in(trainers, seats, randomness)
+    fan_in: dict[str, list[str]] = {peer: [] for tier in seats for peer in tier}
     for parent in maps:
         for child, chosen in parent.items():
             fan_in[chosen].append(child)
     trainer_parent = maps[0] if maps else {}
     aggregator_parent = {child: chosen for parent in maps[1:] for child, chosen in parent.items()}
-    roles = _roles_by_peer(serving, trainers, committee, tiers)
+    roles = _roles_by_peer(serving, trainers, committee, seats)
     return Assignment(
         epoch=epoch,
         randomness=randomness,
@@ -133,11 +133,14 @@ def _derive(
         trainers=tuple(trainers),
         validators=tuple(sorted(committee)),
         committee=committee,
-        aggregator_tiers=tiers,
+        aggregator_tiers=tuple(tuple(sorted(tier)) for tier in seats),
+        aggregator_seats=seats,
         standbys=standbys,
         trainer_parent=MappingProxyType(trainer_parent),
         aggregator_parent=MappingProxyType(aggregator_parent),
-        fan_in=MappingProxyType({peer: tuple(children) for peer, children in fan_in.items()}),
+        fan_in=MappingProxyType(
+            {peer: tuple(sorted(children)) for peer, children in fan_in.items()}
+        ),
         roles=MappingProxyType(roles),
         profiles=MappingProxyType(profiles),
     )
@@ -221,45 +224,57 @@ def _draw_aggregators(
     previous: Assignment | None,
     sticky: bool,
 ) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]:
-    """Seats per tier (top tier takes the best ranks) and the standby order."""
+    """Seats per tier in seat order (top tier takes the best ranks) and the standby order.
+
+    Renegotiation keeps each incumbent in its seat; a vacated seat goes to the
+    best-ranked free peer, who inherits the seat's children (rendezvous hashing
+    is over seats, not peers).
+    """
     eligible = {
         peer: score
         for peer, score in scores.items()
         if score > 0 and may_aggregate(profiles[peer], config)
     }
     ranking = _ranking(eligible, rendezvous.salt(AGGREGATOR_DOMAIN, randomness))
-    old_tiers = previous.aggregator_tiers if previous is not None else ()
-    previous_first = len(old_tiers[0]) if old_tiers else 0
+    old_seats = previous.aggregator_seats if previous is not None else ()
+    previous_first = len(old_seats[0]) if old_seats else 0
     sizes = _tier_sizes(trainer_count, len(eligible), previous_first, config)
-    seated: list[set[str]] = [set() for _ in sizes]
+    seats: list[list[str | None]] = [[None] * size for size in sizes]
     taken: set[str] = set()
     if sticky:
-        rank = {peer: index for index, peer in enumerate(ranking)}
         for level in reversed(range(len(sizes))):
-            incumbents = old_tiers[level] if level < len(old_tiers) else ()
-            seated[level] = _keep(rank, incumbents, sizes[level], taken)
-            taken |= seated[level]
+            old = old_seats[level] if level < len(old_seats) else ()
+            for index, peer in enumerate(old[: sizes[level]]):
+                if peer in eligible and peer not in taken:
+                    seats[level][index] = peer
+                    taken.add(peer)
+    free = (peer for peer in ranking if peer not in taken)
     for level in reversed(range(len(sizes))):
-        seated[level] = _fill(ranking, seated[level], sizes[level], taken)
-        taken |= seated[level]
-    tiers = tuple(tuple(sorted(seats)) for seats in seated)
-    standbys = tuple(peer for peer in ranking if peer not in taken)
-    return tiers, standbys
+        seats[level] = [peer if peer is not None else next(free) for peer in seats[level]]
+    filled = tuple(tuple(peer for peer in tier if peer is not None) for tier in seats)
+    seated = {peer for tier in filled for peer in tier}
+    standbys = tuple(peer for peer in ranking if peer not in seated)
+    return filled, standbys
+
+
+def seat_hashes(key: bytes, level: int, size: int) -> rendezvous.HashArray:
+    """Rendezvous identities of the seats of one tier (stable across occupants)."""
+    return rendezvous.hashes(key, [f"seat/{level}/{index}" for index in range(size)])
 
 
 def _map_fan_in(
-    trainers: Sequence[str], tiers: Sequence[Sequence[str]], randomness: bytes
+    trainers: Sequence[str], seats: Sequence[Sequence[str]], randomness: bytes
 ) -> list[dict[str, str]]:
-    """Rendezvous hashing, tier by tier: trainers to tier 0, tier k to tier k + 1."""
+    """Rendezvous hashing over seats: trainers to tier 0, tier k's seats to tier k + 1's."""
     maps: list[dict[str, str]] = []
     key = rendezvous.salt(FAN_IN_DOMAIN, randomness)
     children: Sequence[str] = trainers
-    for tier in tiers:
-        chosen = rendezvous.best_parent(
-            rendezvous.hashes(key, children), rendezvous.hashes(key, tier)
-        )
+    child_hashes = rendezvous.hashes(key, trainers)
+    for level, tier in enumerate(seats):
+        tier_hashes = seat_hashes(key, level, len(tier))
+        chosen = rendezvous.best_parent(child_hashes, tier_hashes)
         maps.append(dict(zip(children, (tier[i] for i in chosen.tolist()), strict=True)))
-        children = tier
+        children, child_hashes = tier, tier_hashes
     return maps
 
 

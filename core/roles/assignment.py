@@ -21,7 +21,9 @@ class Assignment:
     `standbys` (aggregator-eligible peers without an aggregator seat, in rank
     order: the takeover chain). `aggregator_tiers[0]` aggregates trainers,
     `aggregator_tiers[k]` aggregates tier k - 1 (present only above the
-    configured fan-in). `trainer_parent` maps each trainer to its first-tier
+    configured fan-in); `aggregator_seats` holds the same peers in seat order
+    (rendezvous hashing is over seats, so a replacement inherits its seat's
+    children). `trainer_parent` maps each trainer to its first-tier
     aggregator, `aggregator_parent` each tier-k aggregator to its tier k + 1
     aggregator (two maps: a peer may be a trainer and an aggregator); `fan_in`
     maps each aggregator to its children (trainers or lower-tier aggregators).
@@ -36,6 +38,7 @@ class Assignment:
     validators: tuple[str, ...]
     committee: tuple[str, ...]
     aggregator_tiers: tuple[tuple[str, ...], ...]
+    aggregator_seats: tuple[tuple[str, ...], ...]
     standbys: tuple[str, ...]
     trainer_parent: Mapping[str, str]
     aggregator_parent: Mapping[str, str]
@@ -100,7 +103,7 @@ def assignment_digest(assignment: Assignment) -> str:
     digest = hashlib.sha256(b"agentmesh-roles-v1\n")
     digest.update(f"{assignment.epoch}\n{assignment.randomness.hex()}\n".encode())
     digest.update(("c:" + ",".join(assignment.committee) + "\n").encode())
-    for tier in assignment.aggregator_tiers:
+    for tier in assignment.aggregator_seats:
         digest.update(("t:" + ",".join(tier) + "\n").encode())
     digest.update(("s:" + ",".join(assignment.standbys) + "\n").encode())
     lines = []

@@ -1,8 +1,8 @@
 """Inside a round: who takes over a failed aggregator's children, and churn figures.
 
 The takeover is deterministic and needs no messages: each orphaned child goes
-to its next aggregator in rendezvous order among the live aggregators of the
-same tier (so a failed aggregator's load spreads evenly, Thaler & Ravishankar
+to its next aggregator in rendezvous order among the live seats of the same
+tier (so a failed aggregator's load spreads evenly, Thaler & Ravishankar
 1998). If the whole tier is gone, the chain continues through the standbys in
 blocks the size of the tier (rank order), HRW inside each block, so a round
 survives the death of all its aggregators. A higher-tier failure re-parents
@@ -12,11 +12,12 @@ they deliver straight to the committee (no parent).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+import itertools
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from agentmesh.core.roles import rendezvous
-from agentmesh.core.roles.assign import FAN_IN_DOMAIN
+from agentmesh.core.roles.assign import FAN_IN_DOMAIN, seat_hashes
 from agentmesh.core.roles.assignment import Assignment
 
 
@@ -36,29 +37,39 @@ class Takeover:
     orphans: tuple[str, ...]
 
 
-def _candidate_blocks(assignment: Assignment, level: int) -> list[tuple[str, ...]]:
-    """The takeover chain of one tier: the tier itself, then standby blocks (tier 0 only)."""
-    tier = assignment.aggregator_tiers[level]
-    blocks = [tier]
-    if level == 0:
-        size = max(len(tier), 1)
-        standbys = assignment.standbys
-        blocks += [standbys[start : start + size] for start in range(0, len(standbys), size)]
-    return blocks
+Candidates = tuple[list[str], rendezvous.HashArray]
+
+
+def _seats_alive(
+    assignment: Assignment, level: int, dead: Collection[str], key: bytes
+) -> Candidates:
+    """The live aggregators of one tier with their seat hashes."""
+    tier = assignment.aggregator_seats[level]
+    hashes = seat_hashes(key, level, len(tier))
+    keep = [index for index, peer in enumerate(tier) if peer not in dead]
+    return [tier[index] for index in keep], hashes[keep]
+
+
+def _standby_blocks(
+    assignment: Assignment, dead: Collection[str], key: bytes
+) -> Iterator[Candidates]:
+    """Standbys in rank order, in blocks the size of the first tier (live ones only)."""
+    size = max(len(assignment.aggregator_seats[0]), 1)
+    standbys = assignment.standbys
+    for start in range(0, len(standbys), size):
+        live = [peer for peer in standbys[start : start + size] if peer not in dead]
+        yield live, rendezvous.hashes(key, live)
 
 
 def _rehome(
-    children: Sequence[str], blocks: Sequence[Sequence[str]], dead: Collection[str], key: bytes
+    children: Sequence[str], child_hashes: rendezvous.HashArray, blocks: Iterable[Candidates]
 ) -> tuple[dict[str, str], list[str]]:
-    """HRW inside the first block that still has a live member."""
+    """Rendezvous hashing inside the first block that still has a live member."""
     if not children:
         return {}, []
-    for block in blocks:
-        live = [peer for peer in block if peer not in dead]
+    for live, hashes in blocks:
         if live:
-            chosen = rendezvous.best_parent(
-                rendezvous.hashes(key, children), rendezvous.hashes(key, live)
-            )
+            chosen = rendezvous.best_parent(child_hashes, hashes)
             return dict(zip(children, (live[i] for i in chosen.tolist()), strict=True)), []
     return {}, list(children)
 
@@ -67,7 +78,7 @@ def _orphans_of(assignment: Assignment, level: int, dead: Collection[str]) -> li
     """Live children of the failed aggregators of one tier, sorted."""
     return sorted(
         child
-        for peer in assignment.aggregator_tiers[level]
+        for peer in assignment.aggregator_seats[level]
         if peer in dead
         for child in assignment.fan_in.get(peer, ())
         if child not in dead
@@ -83,20 +94,28 @@ def takeover(assignment: Assignment, failed: str | Iterable[str]) -> Takeover:
     """
     dead = {failed} if isinstance(failed, str) else set(failed)
     key = rendezvous.salt(FAN_IN_DOMAIN, assignment.randomness)
-    tiers = assignment.aggregator_tiers
-    if not tiers:
+    seats = assignment.aggregator_seats
+    if not seats:
         return Takeover({}, {}, ())
-    trainers, orphans = _rehome(
-        _orphans_of(assignment, 0, dead), _candidate_blocks(assignment, 0), dead, key
+    orphaned = _orphans_of(assignment, 0, dead)
+    first_tier = itertools.chain(
+        [_seats_alive(assignment, 0, dead, key)], _standby_blocks(assignment, dead, key)
     )
+    trainers, orphans = _rehome(orphaned, rendezvous.hashes(key, orphaned), first_tier)
     aggregators: dict[str, str | None] = {}
-    for level in range(1, len(tiers)):
-        rehomed, lost = _rehome(_orphans_of(assignment, level, dead), [tiers[level]], dead, key)
+    for level in range(1, len(seats)):
+        orphaned = _orphans_of(assignment, level, dead)
+        index = {peer: i for i, peer in enumerate(seats[level - 1])}
+        lower = seat_hashes(key, level - 1, len(seats[level - 1]))
+        child_hashes = lower[[index[peer] for peer in orphaned]]
+        upper = [_seats_alive(assignment, level, dead, key)]
+        rehomed, lost = _rehome(orphaned, child_hashes, upper)
         aggregators.update(rehomed)
         aggregators.update(dict.fromkeys(lost))
-    if len(tiers) > 1:
-        stepped_in = sorted(set(trainers.values()) - set(tiers[0]))
-        rehomed, lost = _rehome(stepped_in, [tiers[1]], dead, key)
+    if len(seats) > 1:
+        stepped_in = sorted(set(trainers.values()) - set(seats[0]))
+        upper = [_seats_alive(assignment, 1, dead, key)]
+        rehomed, lost = _rehome(stepped_in, rendezvous.hashes(key, stepped_in), upper)
         aggregators.update(rehomed)
         aggregators.update(dict.fromkeys(lost))
     return Takeover(trainers, aggregators, tuple(orphans))

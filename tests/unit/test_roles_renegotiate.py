@@ -142,11 +142,14 @@ def test_aggregator_failure_moves_its_trainers_and_a_standby_steps_up() -> None:
     second = renegotiate(first, members, adverts)
     assert len(second.aggregator_tiers[0]) == len(first.aggregator_tiers[0])
     assert second.aggregator_tiers[0] != first.aggregator_tiers[0]
-    assert first.standbys[0] in second.aggregator_tiers[0]
+    seat = first.aggregator_seats[0].index(victim)
+    assert second.aggregator_seats[0][seat] == first.standbys[0]
     moved = churn(first, second)
     assert moved.aggregators_added == moved.aggregators_removed == 1
-    orphaned = len(first.fan_in[victim]) - (victim in first.trainers)
-    assert orphaned <= moved.trainers_moved <= orphaned + 2 * len(second.fan_in[first.standbys[0]])
+    # the replacement inherits the seat, hence exactly the victim's trainers
+    inherited = [t for t in first.fan_in[victim] if t != victim]
+    assert moved.trainers_moved == len(inherited)
+    assert set(second.fan_in[first.standbys[0]]) == set(inherited)
 
 
 def test_aggregator_count_has_hysteresis() -> None:
@@ -191,13 +194,13 @@ def test_low_battery_validator_steps_down_at_the_next_epoch() -> None:
 def test_takeover_is_the_next_aggregator_in_rendezvous_order() -> None:
     members, adverts = view(3000)
     assignment = assign_roles(members, adverts, RANDOMNESS)
-    tier = assignment.aggregator_tiers[0]
+    tier = assignment.aggregator_seats[0]
     failed = tier[3]
     result = takeover(assignment, failed)
     orphans = [t for t in assignment.fan_in[failed] if t != failed]
     assert sorted(result.trainers) == sorted(orphans) and result.orphans == ()
     key = rendezvous.salt(FAN_IN_DOMAIN, assignment.randomness)
-    tier_hashes = [rendezvous.hash64(key, peer) for peer in tier]
+    tier_hashes = [rendezvous.hash64(key, f"seat/0/{index}") for index in range(len(tier))]
     for trainer in orphans:
         child = rendezvous.hash64(key, trainer)
         order = sorted(range(len(tier)), key=lambda i: -rendezvous.weight(child, tier_hashes[i]))
