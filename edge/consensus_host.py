@@ -272,7 +272,7 @@ BENCH_LIMITS = replace(TransportLimits(), messages_per_s=1e6, message_burst=100_
 BENCH_CONFIG = ConsensusConfig(
     batch_entries_max=64, inflight_batches_max=8, pending_entries_max=8192
 )
-LOAD_INDEX = 1  # a backup proposes: the request travels to the primary first
+LOAD_INDEX = 0  # the primary of view 0 proposes and measures, as a PBFT client would time it
 LOAD_WINDOW = 1024  # outstanding entries during the throughput phase
 RUN_TIMEOUT_S = 300.0
 
@@ -336,7 +336,9 @@ class _Load:
         return {"entries": entries, "batches": batches, "elapsed_s": elapsed}
 
 
-async def _bench_node(index: int, n: int, state_dir: Path, samples: int, seconds: float) -> None:
+async def _bench_node(
+    index: int, n: int, state_dir: Path, samples: int, seconds: float, sync: str
+) -> None:
     identity = bench_identity(index)
     transport = QuicTransport(identity, "127.0.0.1", 0, BENCH_LIMITS)
     await transport.start()
@@ -347,6 +349,9 @@ async def _bench_node(index: int, n: int, state_dir: Path, samples: int, seconds
     ids = [bench_identity(i).peer_id for i in range(n)]
     addresses = {ids[i]: ("127.0.0.1", int(port)) for i, port in enumerate(ports)}
     store = StateStore(state_dir)
+    if sync == "normal":
+        # WAL + NORMAL: a commit survives kill -9 (it is in the OS) but not power loss.
+        store.connection.execute("PRAGMA synchronous=NORMAL")
     load = _Load() if index == LOAD_INDEX else None
     host = ConsensusHost(
         identity,
@@ -369,7 +374,7 @@ async def _bench_node(index: int, n: int, state_dir: Path, samples: int, seconds
     store.close()
 
 
-def run_cluster_bench(n: int, seconds: float, samples: int) -> dict[str, Any]:
+def run_cluster_bench(n: int, seconds: float, samples: int, sync: str = "full") -> dict[str, Any]:
     """Start n replica processes on 127.0.0.1, measure at one, stop them all."""
     with tempfile.TemporaryDirectory(prefix="agentmesh-consensus-bench-") as root:
         procs = []
@@ -392,6 +397,8 @@ def run_cluster_bench(n: int, seconds: float, samples: int) -> dict[str, Any]:
                     str(samples),
                     "--seconds",
                     str(seconds),
+                    "--sync",
+                    sync,
                 ]
                 procs.append(
                     subprocess.Popen(
@@ -423,7 +430,7 @@ def run_cluster_bench(n: int, seconds: float, samples: int) -> dict[str, Any]:
             "inflight_batches_max": BENCH_CONFIG.inflight_batches_max,
             "window_entries": LOAD_WINDOW,
             "latency_samples": len(latencies_ms),
-            "durability": "sqlite wal synchronous=FULL",
+            "durability": f"sqlite wal synchronous={sync.upper()}",
         },
         "metrics": {
             "p50_ms": round(statistics.median(latencies_ms), 3),
@@ -454,8 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--state-dir", type=Path, required=True)
     node.add_argument("--samples", type=int, default=200)
     node.add_argument("--seconds", type=float, default=5.0)
+    node.add_argument("--sync", choices=("full", "normal"), default="full")
     args = parser.parse_args(argv)
-    asyncio.run(_bench_node(args.index, args.n, args.state_dir, args.samples, args.seconds))
+    asyncio.run(
+        _bench_node(args.index, args.n, args.state_dir, args.samples, args.seconds, args.sync)
+    )
     return 0
 
 

@@ -61,7 +61,9 @@ class Replica(TransferMixin):
             self.vc_resend_ms = None
             if self.view_changing:
                 self.resend_view_change()
-        if self.certified and min(self.certified) > self.last_executed + 1:
+        if self.fetch_retry and now_ms >= self.fetch_after_ms:
+            self.request_state(self.fetch_retry_target)
+        elif self.certified and min(self.certified) > self.last_executed + 1:
             self.request_state(None)
         self.observer_tick()
         self.flush_persist()
@@ -73,7 +75,7 @@ class Replica(TransferMixin):
     def next_deadline(self) -> int | None:
         timers = (self.timer_deadline, self.observer_fetch_ms, self.vc_resend_ms)
         deadlines = [d for d in timers if d is not None]
-        if self.certified and min(self.certified) > self.last_executed + 1:
+        if self.fetch_retry or (self.certified and min(self.certified) > self.last_executed + 1):
             deadlines.append(max(self.fetch_after_ms, self.now_ms + 1))
         return min(deadlines, default=None)
 

@@ -125,6 +125,8 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         self.timer_deadline: int | None = None
         self.vc_resend_ms: int | None = None
         self.fetch_after_ms = 0
+        self.fetch_retry = False
+        self.fetch_retry_target: str | None = None
         self.observer_fetch_ms: int | None = None
         self.next_seq = max(d.last_executed, self.low_mark) + 1
         self.now_ms = 0
@@ -222,7 +224,9 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         if not wellformed.entry(entry, self.config.entry_body_bytes_max):
             raise ContractError("propose() needs an Entry within the size bounds")
         accepted = self._accept_request(entry)
-        if accepted or not self.is_member:
+        # Every backup then guards the request with its timer (TOCS §4.5.2). A primary
+        # orders its own entries directly; if it fails, its proposals die with it.
+        if (accepted and not (self.is_primary and not self.view_changing)) or not self.is_member:
             self.broadcast(Request(entry))
         self._maybe_propose()
         self.flush_persist()
@@ -315,8 +319,15 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         if signature is None:
             return
         slot.pre_prepare = pp
+        # The batch's entries are requests waiting to execute: guard them with the
+        # timer even if their request reached only the primary (TOCS §4.5.2).
         for entry in pp.batch:
-            self.queue.pop(entry.entry_id(), None)
+            entry_id = entry.entry_id()
+            self.queue.pop(entry_id, None)
+            if entry_id not in self.executed_ids and entry_id not in self.pending:
+                if len(self.pending) < self.config.pending_entries_max:
+                    self.pending[entry_id] = entry
+        self.arm_request_timer()
         vote = Vote(KIND_PREPARE, self.epoch, pp.view, pp.seq, pp.digest, self.node_id, signature)
         slot.prepares.setdefault(self.node_id, vote)
         self.broadcast(vote)

@@ -35,7 +35,10 @@ class TransferMixin(ViewChangeMixin):
         """Ask `target` (or a random member) for what follows our last executed batch."""
         if self.now_ms < self.fetch_after_ms:
             self.count("fetch_rate_limited")
+            self.fetch_retry = True  # ask once more when the rate limit allows (tick)
+            self.fetch_retry_target = target
             return
+        self.fetch_retry = False
         others = [m for m in self.committee.members if m != self.node_id]
         if not others:
             return
