@@ -45,10 +45,6 @@ _CONNECTIONS_PER_PEER_MAX = 4
 # QUIC's own idle timer is a backstop for dead peers; the transport closes idle
 # connections itself (with CONNECTION_CLOSE, so the peer knows at once).
 _QUIC_IDLE_FACTOR = 2.0
-# Loopback has no 1,500-byte path MTU: larger datagrams mean far fewer packets (and
-# per-packet Python work) per blob byte. Kept below 16,384 because aioquic writes
-# packet and STREAM frame lengths as 2-byte varints (RFC 9000 §16).
-_LOOPBACK_DATAGRAM_BYTES = 16_000
 
 Address = tuple[str, int]
 
@@ -120,7 +116,6 @@ class QuicTransport:
         )
         self._blob_bytes_reserved = 0
         self._server_config: QuicConfiguration | None = None
-        self._server_config_loopback: QuicConfiguration | None = None
         self._sweep: asyncio.TimerHandle | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -128,13 +123,9 @@ class QuicTransport:
     async def start(self) -> None:
         """Bind the UDP port and start accepting connections."""
         loop = asyncio.get_running_loop()
-        certificate = certificate_for(self.identity)
-        private_key = private_key_for(self.identity)
-        self._server_config = self._configuration(is_client=False, loopback=False)
-        self._server_config_loopback = self._configuration(is_client=False, loopback=True)
-        for config in (self._server_config, self._server_config_loopback):
-            config.certificate = certificate
-            config.private_key = private_key
+        self._server_config = self._configuration(is_client=False)
+        self._server_config.certificate = certificate_for(self.identity)
+        self._server_config.private_key = private_key_for(self.identity)
         self._udp, _ = await loop.create_datagram_endpoint(
             lambda: _Endpoint(self), local_addr=(self._host, self._port), family=socket.AF_INET
         )
@@ -235,11 +226,10 @@ class QuicTransport:
 
     # -- connections ------------------------------------------------------------------
 
-    def _configuration(self, is_client: bool, loopback: bool) -> QuicConfiguration:
+    def _configuration(self, is_client: bool) -> QuicConfiguration:
         limits = self.limits
         return QuicConfiguration(
             is_client=is_client,
-            max_datagram_size=_LOOPBACK_DATAGRAM_BYTES if loopback else SMALLEST_MAX_DATAGRAM_SIZE,
             alpn_protocols=[ALPN],
             connection_id_length=_CID_LENGTH,
             idle_timeout=limits.idle_timeout_ms / 1000 * _QUIC_IDLE_FACTOR,
@@ -272,8 +262,7 @@ class QuicTransport:
             self.count("connections_refused")
             raise DialError("connections_max reached")
         loop = asyncio.get_running_loop()
-        configuration = self._configuration(is_client=True, loopback=is_loopback_host(address[0]))
-        quic = QuicConnection(configuration=configuration)
+        quic = QuicConnection(configuration=self._configuration(is_client=True))
         connection = PeerConnection(
             self, quic, self.identity, self.limits, address, expected_peer_id
         )
@@ -368,11 +357,8 @@ class QuicTransport:
         ):
             self.count("connections_refused")
             return None
-        assert self._server_config_loopback is not None
-        loopback = is_loopback_host(str(address[0]))
         quic = QuicConnection(
-            configuration=self._server_config_loopback if loopback else self._server_config,
-            original_destination_connection_id=cid,
+            configuration=self._server_config, original_destination_connection_id=cid
         )
         connection = PeerConnection(
             self, quic, self.identity, self.limits, (str(address[0]), int(address[1]))
@@ -544,11 +530,3 @@ class QuicTransport:
                 return
             except asyncio.QueueFull:
                 self._incoming.get_nowait()
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for a loopback IP literal (127.0.0.0/8, ::1); names are never assumed local."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

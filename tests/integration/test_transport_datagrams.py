@@ -14,7 +14,7 @@ import pytest
 
 from agentmesh.core.limits import MIB
 from agentmesh.edge.transport import QuicTransport
-from agentmesh.edge.transport.transport import is_loopback_host
+from agentmesh.edge.transport.connection import is_loopback_host
 
 from .test_transport import LIMITS, receive_all, run, transports
 
