@@ -35,7 +35,6 @@ from .durable import (
     PersistExecuted,
     PersistPrepared,
     PersistRecord,
-    PersistStable,
     PersistVote,
 )
 from .messages import (
@@ -56,7 +55,6 @@ from .messages import (
     Vote,
     batch_digest,
     chain_next,
-    state_digest,
 )
 from .proofs import verify_pre_prepare
 
@@ -493,7 +491,7 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         if committee_entries:
             self._change_epoch(seq, committee_entries[-1])
         elif seq % self.config.checkpoint_interval == 0:
-            self._send_checkpoint(seq)
+            self.send_checkpoint(seq)
 
     def _change_epoch(self, seq: int, entry: Entry) -> None:
         """Reconfiguration at an epoch boundary: the next committee starts after `seq`."""
@@ -525,86 +523,12 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         self.count("epochs")
         self.event("epoch", epoch=self.epoch, members=members, start_seq=seq)
 
-    # ------------------------------------------------------------ checkpoints (TOCS §4.3)
-
-    def _send_checkpoint(self, seq: int) -> None:
-        d = self.durable
-        snapshot = Snapshot(self.epoch, seq, d.chain_hash, d.members, d.epoch_start_seq)
-        self.own_checkpoints[seq] = snapshot
-        digest = state_digest(snapshot)
-        signature = self.signer.sign(Checkpoint(self.epoch, seq, digest, "", b"").payload())
-        checkpoint = Checkpoint(self.epoch, seq, digest, self.node_id, signature)
-        if self.is_member:
-            self.broadcast(checkpoint)
-            self.checkpoint_votes.setdefault(seq, {})[self.node_id] = checkpoint
-        self._check_stable(seq, None)
-
-    def on_checkpoint(self, checkpoint: Checkpoint, sender: str) -> None:
-        if not wellformed.checkpoint(checkpoint):
-            self.count("malformed_checkpoint")
-            return
-        if checkpoint.epoch != self.epoch:
-            self.on_other_epoch(checkpoint.epoch, sender)
-            return
-        if checkpoint.sender not in self.committee:
-            self.count("not_from_member")
-            return
-        if checkpoint.seq <= self.stable.seq:
-            self.count("checkpoint_outside_window")
-            return
-        if not self.verify(checkpoint.sender, checkpoint.payload(), checkpoint.signature):
-            self.evidence("bad_signature", checkpoint.sender, seq=checkpoint.seq)
-            return
-        if checkpoint.seq > self.low_mark + 2 * self.config.window:
-            self.count("checkpoint_outside_window")
-            self.request_state(sender)  # far ahead of us: we fell behind (TOCS §5.3)
-            return
-        votes = self.checkpoint_votes.setdefault(checkpoint.seq, {})
-        previous = votes.get(checkpoint.sender)
-        if previous is not None:
-            if previous.state_digest != checkpoint.state_digest:
-                self.evidence("conflicting_checkpoint", checkpoint.sender, seq=checkpoint.seq)
-            return
-        votes[checkpoint.sender] = checkpoint
-        self._check_stable(checkpoint.seq, sender)
-
-    def _check_stable(self, seq: int, sender: str | None) -> None:
-        votes = self.checkpoint_votes.get(seq, {})
-        if len(votes) < self.committee.quorum or seq <= self.stable.seq:
-            return
-        if seq > self.last_executed:
-            self.request_state(sender)  # a quorum is ahead of us (TOCS §4.3, §5.3)
-            return
-        own = self.own_checkpoints.get(seq)
-        if own is None:
-            return
-        digest = state_digest(own)
-        matching = sorted(
-            (c for c in votes.values() if c.state_digest == digest), key=lambda c: c.sender
-        )
-        if len(matching) < self.committee.quorum:
-            return
-        proof = CheckpointProof(self.epoch, seq, digest, tuple(matching[: self.committee.quorum]))
-        self.make_stable(proof, own)
-
-    def make_stable(self, proof: CheckpointProof, snapshot: Snapshot) -> None:
-        """Move h to the stable checkpoint and garbage-collect below it."""
-        retain_from = self.last_executed - self.config.retained_batches_max + 1
-        self.persist(PersistStable(proof, snapshot, retain_from))
-        self.stable = proof
-        seq = proof.seq
-        self.low_mark = max(self.low_mark, seq)
-        self.slots = {s: slot for s, slot in self.slots.items() if s > self.low_mark}
-        self.certified = {s: c for s, c in self.certified.items() if s > seq}
-        self.checkpoint_votes = {s: v for s, v in self.checkpoint_votes.items() if s > seq}
-        self.own_checkpoints = {s: c for s, c in self.own_checkpoints.items() if s > seq}
-        self.next_seq = max(self.next_seq, self.low_mark + 1)
-        self.count("stable_checkpoints")
-        self._maybe_propose()
-
     # ------------------------------------------------------------ hooks for the mixins
 
     def on_other_epoch(self, epoch: int, sender: str) -> None:
+        raise NotImplementedError
+
+    def send_checkpoint(self, seq: int) -> None:
         raise NotImplementedError
 
     def request_state(self, target: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import wellformed
+from .checkpoints import CheckpointMixin
 from .durable import PersistNewView, PersistViewChange
 from .messages import (
     KIND_PRE_PREPARE,
@@ -17,10 +18,10 @@ from .proofs import (
     verify_pre_prepare,
     verify_view_change,
 )
-from .replica import ReplicaCore, Slot
+from .replica import Slot
 
 
-class ViewChangeMixin(ReplicaCore):
+class ViewChangeMixin(CheckpointMixin):
     """Moves the committee to a new primary when the current one stops making progress."""
 
     def restore_view_change(self) -> None:

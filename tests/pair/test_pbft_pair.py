@@ -52,11 +52,7 @@ def test_persist_precedes_the_signed_messages_that_depend_on_it() -> None:
     net.propose("r1", entry(1))
     net.deliver_all()
     # A fresh pre-prepare to r1 must yield persist(vote) before the prepare is sent.
-    replica.receive(
-        next(m for s, t, m in [] if isinstance(m, PrePrepare)) if False else entry_pp(net, 2),
-        "r0",
-        net.now_ms,
-    )
+    replica.receive(entry_pp(net, 2), "r0", net.now_ms)
     outbox = replica.take_outbox()
     kinds = [
         "persist" if getattr(o, "kind", None) == "persist" else type(o).__name__ for o in outbox
