@@ -30,7 +30,7 @@ from agentmesh.core.rounds import RULES
 from agentmesh.edge.control import ControlError, request
 from agentmesh.edge.rounds_host import POISONS
 
-FORM_TIMEOUT_S = 60.0
+FORM_TIMEOUT_S = 120.0  # 8 cold Python processes share 2 cores: imports dominate
 ROUND_TIMEOUT_S = 30.0
 POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
@@ -190,6 +190,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="agentmesh-demo-"))
     mesh = DemoMesh(root, options)
+    failed = True
     try:
         mesh.start()
         _say(options, f"started {options.agents} agents (mesh {mesh.mesh}, state in {root})")
@@ -198,10 +199,11 @@ def run_demo(options: DemoOptions) -> DemoResult:
         _say(options, f"committee formed: {', '.join(p[-8:] for p in committee)}")
         statuses = _follow_rounds(mesh, options)
         result = _result(statuses, options, time.monotonic() - started)
+        failed = False
     finally:
         mesh.stop()
-        if not options.keep:
-            _remove_tree(root)
+        if not options.keep and not failed:
+            _remove_tree(root)  # on failure the logs stay for the error message's pointer
     return result
 
 
