@@ -20,8 +20,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "membership": ("agentmesh.tools.bench.membership", "SWIM join/crash convergence, 1k+10k nodes"),
     "roles": ("agentmesh.tools.bench.roles", "assignment time, fan-in spread, churn, takeover"),
     "consensus": ("agentmesh.tools.bench.consensus", "PBFT decisions/s, commit latency: sim+QUIC"),
-    "round": ("agentmesh.tools.bench.round", "FL round over 8 real agents: time, overhead, bytes, RSS"),
-    "gateway": ("agentmesh.tools.bench.gateway", "MCU bridge: msgs/s from 100 devices, added latency"),
+    "round": ("agentmesh.tools.bench.round", "FL round, 8 real agents: time, overhead, bytes, RSS"),
+    "gateway": ("agentmesh.tools.bench.gateway", "MCU bridge: msgs/s, 100 devices, added latency"),
 }
 
 
