@@ -31,7 +31,7 @@ from agentmesh.edge.control import ControlError, request
 from agentmesh.edge.rounds_host import POISONS
 
 FORM_TIMEOUT_S = 120.0  # 8 cold Python processes share 2 cores: imports dominate
-ROUND_TIMEOUT_S = 30.0
+ROUND_TIMEOUT_S = 60.0  # a view change backs off up to 16 s under load
 POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
 
