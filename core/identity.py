@@ -12,6 +12,8 @@ core only derives keys from a given 32-byte seed.
 
 from __future__ import annotations
 
+import functools
+
 import nacl.exceptions
 import nacl.signing
 
@@ -78,6 +80,13 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
     """The Ed25519 public key inlined in a peer id; raises InvalidPeerId."""
     if not isinstance(peer_id, str) or not 0 < len(peer_id) <= _PEER_ID_TEXT_SIZE_MAX:
         raise InvalidPeerId("peer id must be a non-empty string of at most 60 characters")
+    return _public_key_cached(peer_id)
+
+
+# Every received message names its sender; base58 decoding costs tens of µs, and a
+# node talks to a bounded set of peers, so remember the last few thousand (bounded).
+@functools.lru_cache(maxsize=4096)
+def _public_key_cached(peer_id: str) -> bytes:
     raw = base58_decode(peer_id)
     if len(raw) != _PEER_ID_SIZE_BYTES or not raw.startswith(_PEER_ID_PREFIX):
         raise InvalidPeerId(f"{peer_id!r} is not an Ed25519 identity-multihash peer id")

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import cbor2
+
 from agentmesh.core import identity
 from agentmesh.core.limits import DEFAULT_LIMITS, Limits
 from agentmesh.core.node import Signer
@@ -90,8 +92,13 @@ def seal(
     }
     _check_header(unsigned, message_type)
     message_type.validate_body(unsigned["body"])
-    unsigned["sig"] = signer.sign(signing_bytes(unsigned))
-    data: bytes = cbor.encode(unsigned)
+    encoded_unsigned: bytes = cbor.encode(unsigned)
+    signature = signer.sign(SIGNING_CONTEXT + encoded_unsigned)
+    offset = _sig_offset(unsigned)
+    # The signed map plus "sig" is the same bytes with the sig entry spliced in at its
+    # sorted place, so the envelope is never encoded twice.
+    data = b"\xa7" + encoded_unsigned[1:offset] + _SIG_ENTRY_HEAD + signature
+    data += encoded_unsigned[offset:]
     if len(data) > message_type.size_bytes_max:
         raise TooLarge(
             f"{type_name} of {len(data)} bytes exceeds its limit of {message_type.size_bytes_max}"
@@ -134,8 +141,7 @@ def open_envelope(
         raise InvalidSender(f"sender {sender!r:.60} is not an Ed25519 peer id")
     if type(signature) is not bytes or len(signature) != identity.SIGNATURE_SIZE_BYTES:
         raise BadSignature("signature must be 64 bytes")
-    unsigned = {key: value for key, value in raw.items() if key != "sig"}
-    if not verify(sender, signing_bytes(unsigned), signature):
+    if not verify(sender, _signed_part(data, raw), signature):
         raise BadSignature(f"{message_type.name} from {sender} does not verify")
     return Envelope(
         version=raw["v"],
@@ -146,6 +152,30 @@ def open_envelope(
         body=raw["body"],
         signature=signature,
     )
+
+
+# RFC 8949 §4.2.1 orders the text keys t, v, pos, sig, body, from, mesh (shorter
+# encodings first), so "sig" always follows "pos": text(3) "sig", bytes(64) header.
+_SIG_ENTRY_HEAD = b"\x63sig\x58\x40"
+_SIG_ENTRY_BYTES = len(_SIG_ENTRY_HEAD) + identity.SIGNATURE_SIZE_BYTES
+
+
+def _sig_offset(envelope: Mapping[str, Any]) -> int:
+    """Where the "sig" entry starts in the canonical encoding of the envelope map."""
+    head = cbor2.dumps({"t": envelope["t"], "v": envelope["v"], "pos": envelope["pos"]})
+    return len(head)  # the 1-byte map header of `head` stands for the envelope's own
+
+
+def _signed_part(data: bytes, raw: Mapping[str, Any]) -> bytes:
+    """The signed bytes, cut from canonical wire bytes rather than encoded again.
+
+    `cbor.decode` has already proved `data` is the canonical encoding of `raw`.
+    """
+    offset = _sig_offset(raw)
+    if data[0] != 0xA7 or data[offset : offset + len(_SIG_ENTRY_HEAD)] != _SIG_ENTRY_HEAD:
+        unsigned = {key: value for key, value in raw.items() if key != "sig"}
+        return signing_bytes(unsigned)  # not reachable for canonical input; stay correct
+    return SIGNING_CONTEXT + b"\xa6" + data[1:offset] + data[offset + _SIG_ENTRY_BYTES :]
 
 
 def _check_header(raw: Mapping[str, Any], message_type: MessageType) -> None:
