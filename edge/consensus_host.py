@@ -452,6 +452,41 @@ def _read_line(proc: subprocess.Popen[str]) -> str:
     return line
 
 
+async def _serve_node(index: int, n: int, state_dir: Path, base_port: int) -> None:
+    """A replica driven over stdin/stdout (`propose HEX` / `decided SEQ DIGEST`), for tests."""
+    identity = bench_identity(index)
+    ids = [bench_identity(i).peer_id for i in range(n)]
+    addresses = {ids[i]: ("127.0.0.1", base_port + i) for i in range(n)}
+    transport = QuicTransport(identity, "127.0.0.1", base_port + index, BENCH_LIMITS)
+    await transport.start()
+    store = StateStore(state_dir)
+
+    def on_decided(event: Event) -> None:
+        print(f"decided {event.data['seq']} {event.data['digest'].hex()}", flush=True)
+
+    host = ConsensusHost(
+        identity,
+        Committee(0, tuple(ids)),
+        addresses,
+        transport,
+        ConsensusStore(store.connection),
+        BENCH_CONFIG,
+        on_decided,
+    )
+    await host.start()
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = (await loop.run_in_executor(None, sys.stdin.readline)).split()
+        if not line or line[0] == "quit":
+            break
+        if line[0] == "propose" and len(line) == 2:
+            host.propose(Entry("task", bytes.fromhex(line[1])))
+    await host.close()
+    await transport.close()
+    store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agentmesh.edge.consensus_host")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -462,7 +497,15 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--samples", type=int, default=200)
     node.add_argument("--seconds", type=float, default=5.0)
     node.add_argument("--sync", choices=("full", "normal"), default="full")
+    serve = sub.add_parser("serve-node", help="a replica driven over stdin (tests)")
+    serve.add_argument("--index", type=int, required=True)
+    serve.add_argument("--n", type=int, required=True)
+    serve.add_argument("--state-dir", type=Path, required=True)
+    serve.add_argument("--base-port", type=int, required=True)
     args = parser.parse_args(argv)
+    if args.command == "serve-node":
+        asyncio.run(_serve_node(args.index, args.n, args.state_dir, args.base_port))
+        return 0
     asyncio.run(
         _bench_node(args.index, args.n, args.state_dir, args.samples, args.seconds, args.sync)
     )
