@@ -5,7 +5,11 @@ discovered, so nothing is silently dropped from the wheel; tests/unit/test_packa
 builds the wheel and checks its file list against the tree.
 """
 
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 TOP_LEVEL = ("core", "edge", "gateway_peer", "hil", "tools")
 
@@ -23,6 +27,19 @@ def _packages() -> tuple[list[str], dict[str, str]]:
 
 PACKAGES, PACKAGE_DIR = _packages()
 
+
+class BuildPyWithFirmware(build_py):
+    """Also ship firmware/*.py (MicroPython sources, not importable modules) as data
+    under agentmesh/edge/_firmware, so `agent firmware build` works from a wheel."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "agentmesh" / "edge" / "_firmware"
+        target.mkdir(parents=True, exist_ok=True)
+        for source in sorted(Path(__file__).parent.joinpath("firmware").glob("*.py")):
+            shutil.copy2(source, target / source.name)
+
+
 setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
@@ -32,4 +49,5 @@ setup(
         "agentmesh.edge.models": ["*.tflite"],
     },
     include_package_data=True,
+    cmdclass={"build_py": BuildPyWithFirmware},
 )

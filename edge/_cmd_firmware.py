@@ -37,8 +37,12 @@ class FirmwareError(Exception):
 
 
 def firmware_source_dir() -> Path:
-    """firmware/ of the checkout this agent runs from."""
-    return Path(agentmesh.edge.__file__).resolve().parents[1] / "firmware"
+    """The firmware sources: packaged in the wheel, else firmware/ of the checkout."""
+    package_dir = Path(agentmesh.edge.__file__).resolve().parent
+    packaged = package_dir / "_firmware"  # setup.py copies firmware/*.py here in a wheel
+    if packaged.is_dir():
+        return packaged
+    return package_dir.parent / "firmware"
 
 
 def register(subparsers: Any) -> None:

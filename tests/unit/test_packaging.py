@@ -76,6 +76,12 @@ def test_wheel_contains_every_source_module(wheel_names: list[str]) -> None:
     assert not missing, f"modules dropped from the wheel: {sorted(missing)}"
 
 
+def test_wheel_ships_the_firmware_sources(wheel_names: list[str]) -> None:
+    expected = {f"agentmesh/edge/_firmware/{p.name}" for p in (REPO / "firmware").glob("*.py")}
+    assert expected, "firmware/ has no sources"
+    assert expected <= set(wheel_names)
+
+
 def test_wheel_has_only_agentmesh_at_top_level(wheel_names: list[str]) -> None:
     tops = {name.split("/")[0] for name in wheel_names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"agentmesh"}
