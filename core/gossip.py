@@ -68,7 +68,7 @@ class GossipDurable:
     last_seq: int
 
 
-class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the editable agentmesh mapping
+class GossipNode(MachineBase):
     """One gossiping node. `peers` may include this node's own id (it is skipped)."""
 
     def __init__(
@@ -340,7 +340,9 @@ class GossipNode(MachineBase):  # type: ignore[misc]  # mypy cannot follow the e
 
     def _current_digest(self) -> Digest:
         if self._digest is None:
-            self._digest = Digest(tuple(sorted(self._vector.items())))
+            # In the vector's insertion order (deterministic, no sort): the receiver
+            # compares it as a mapping, so the order carries no meaning.
+            self._digest = Digest(tuple(self._vector.items()))
         return self._digest
 
 

@@ -39,6 +39,7 @@ MachineFactory = Callable[[str, random.Random, Any], Machine]
 ProgressCallback = Callable[[int, int], None]  # (virtual_ms, events_processed)
 
 DELIVER, TICK, CALL, FAULT, GLOBAL = 0, 1, 2, 3, 4
+SEQ_BITS = 40  # event keys are time_us << SEQ_BITS | seq: at most 2**40 events per run
 _FAULT_PARTITION_ON, _FAULT_PARTITION_OFF, _FAULT_CRASH, _FAULT_RESTART = 1, 2, 3, 4
 PPM = 1_000_000
 _US_PER_MS_PER_PPM = 1_000 * PPM  # vt_us * rate_ppm // this = local ms
@@ -169,7 +170,10 @@ class Simulation:
         self.durable: list[Any] = [None] * config.nodes
         self.active_cuts: list[Partition] = []
         self._tick_at = [-1] * config.nodes
-        self._heap: list[tuple[Any, ...]] = []
+        # The heap holds bare int keys `time_us << SEQ_BITS | seq` (ints compare much
+        # faster than tuples); each key's (kind, node, a, b) waits in `_events`.
+        self._heap: list[int] = []
+        self._events: dict[int, tuple[int, int, Any, Any]] = {}
         self._seq = itertools.count().__next__
         self.streams = {
             concern: stream(config.seed, concern)
@@ -206,7 +210,9 @@ class Simulation:
         return self.factory(node_id, rng, self.durable[node])
 
     def _push(self, time_us: int, kind: int, node: int, a: Any, b: Any) -> None:
-        heapq.heappush(self._heap, (time_us, self._seq(), kind, node, a, b))
+        key = time_us << SEQ_BITS | self._seq()
+        self._events[key] = (kind, node, a, b)
+        heapq.heappush(self._heap, key)
 
     def _schedule_plan(self, calls: tuple[ScheduledCall, ...]) -> None:
         config = self.config
@@ -317,6 +323,8 @@ class Simulation:
         pop = heapq.heappop
         push = heapq.heappush
         seq = self._seq
+        events_of = self._events
+        take_event = events_of.pop
         machines = self.machines
         direct = self._direct_outbox
         alive = self.alive
@@ -368,10 +376,12 @@ class Simulation:
         time_us = 0
         try:
             while heap:
-                time_us, _, kind, node, a, b = pop(heap)
+                key = pop(heap)
+                time_us = key >> SEQ_BITS
                 if time_us > end_us:
-                    push(heap, (time_us, seq(), kind, node, a, b))
+                    push(heap, key)
                     break
+                kind, node, a, b = take_event(key)
                 processed += 1
                 if processed == next_housekeeping:
                     next_housekeeping += housekeeping_every
@@ -445,7 +455,9 @@ class Simulation:
                             delay = int(uniform_low_us + latency_random() * uniform_span_us)
                         else:
                             delay = const_us
-                        push(heap, (time_us + delay, seq(), DELIVER, target, node, item[1]))
+                        key = time_us + delay << SEQ_BITS | seq()
+                        events_of[key] = (DELIVER, target, node, item[1])
+                        push(heap, key)
                         continue
                     if loss and loss_random() < loss:
                         drops["loss"] += 1
@@ -456,13 +468,17 @@ class Simulation:
                     delay = sample_delay(node, target)
                     if reorder_us:
                         delay += int(reorder_random() * reorder_us)
-                    push(heap, (time_us + delay, seq(), DELIVER, target, node, item[1]))
+                    key = time_us + delay << SEQ_BITS | seq()
+                    events_of[key] = (DELIVER, target, node, item[1])
+                    push(heap, key)
                     if duplicate and self._duplicate_random() < duplicate:
                         duplicates += 1
                         delay = sample_delay(node, target)
                         if reorder_us:
                             delay += int(reorder_random() * reorder_us)
-                        push(heap, (time_us + delay, seq(), DELIVER, target, node, item[1]))
+                        key = time_us + delay << SEQ_BITS | seq()
+                        events_of[key] = (DELIVER, target, node, item[1])
+                        push(heap, key)
                 # -- schedule the next tick (lazily: a later deadline leaves the old entry) --
                 deadline = machine.next_deadline()
                 if deadline is not None:
@@ -476,7 +492,9 @@ class Simulation:
                     pending = tick_at[node]
                     if pending < 0 or due < pending:
                         tick_at[node] = due
-                        push(heap, (due, seq(), TICK, node, incarnation[node], None))
+                        key = due << SEQ_BITS | seq()
+                        events_of[key] = (TICK, node, incarnation[node], None)
+                        push(heap, key)
             else:
                 time_us = end_us
         except (AssertionError, ContractError) as error:

@@ -29,7 +29,7 @@ FIRST_RUMOR_MS = 500
 FAILURES_LISTED_MAX = 10
 
 
-class GossipChecks(ScenarioHooks):  # type: ignore[misc]  # mypy cannot follow the editable agentmesh mapping
+class GossipChecks(ScenarioHooks):
     """Safety and liveness of the gossip workload."""
 
     def __init__(self) -> None:

@@ -74,7 +74,7 @@ def _case(nodes: int, sim_s: int, seed: int, repeats: int) -> BenchResult:
     )
 
 
-class _Relay(MachineBase):  # type: ignore[misc]  # mypy cannot follow the editable agentmesh mapping
+class _Relay(MachineBase):
     """The cheapest machine that follows the contract: forward each message to a random peer."""
 
     def __init__(self, node_id: str, rng: random.Random, peers: list[str]) -> None:
