@@ -187,6 +187,9 @@ class QuicTransport:
             pending = asyncio.ensure_future(self._dial_new(target, expected_peer_id))
             self._dials[key] = pending
             pending.add_done_callback(lambda _: self._dials.pop(key, None))
+            # Every waiter may have given up (timeouts); the failure is theirs to see,
+            # so retrieve it here to keep asyncio from logging it as never retrieved.
+            pending.add_done_callback(_retrieve_exception)
         try:
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
@@ -530,3 +533,8 @@ class QuicTransport:
                 return
             except asyncio.QueueFull:
                 self._incoming.get_nowait()
+
+
+def _retrieve_exception(future: asyncio.Future[str]) -> None:
+    if not future.cancelled():
+        future.exception()
