@@ -57,8 +57,8 @@ CREATE TABLE IF NOT EXISTS consensus_log (
 """
 LOG_RECORDS_MAX = 4096  # compact the record log into the base beyond this
 SEND_QUEUE_MAX = 4096  # per peer; then drop + count (PBFT retransmits what matters)
-TICK_MS = 2
-FLUSH_EVERY_TICKS = 25  # deferred records reach the disk within ~50 ms
+TICK_IDLE_MS = 1000  # re-check at least this often
+DEFERRED_FLUSH_MS = 50  # deferred records reach the disk within ~50 ms
 DEFERRABLE = (PersistExecuted, PersistStable)
 DecidedCallback = Callable[[Event], None]
 
@@ -160,7 +160,8 @@ class ConsensusHost:
         self._queues: dict[str, asyncio.Queue[bytes]] = {}
         self._unwritten: list[Any] = []
         self._must_write = False
-        self._ticks_since_flush = 0
+        self._unwritten_since_ms = 0
+        self._wake = asyncio.Event()  # set when the replica's deadline may have moved
         self._tasks: list[asyncio.Task[None]] = []
 
     def count(self, name: str) -> None:
@@ -198,6 +199,8 @@ class ConsensusHost:
                 self._enqueue(item.to, encode(item.message))
             elif item.kind == "persist":
                 records = item.data["records"]
+                if not self._unwritten:
+                    self._unwritten_since_ms = now_ms()
                 self._unwritten.extend(records)
                 self._must_write = self._must_write or not all(
                     isinstance(r, DEFERRABLE) for r in records
@@ -206,6 +209,7 @@ class ConsensusHost:
                 self.on_decided(item)
         if self._must_write:
             self.flush()
+        self._wake.set()
 
     def flush(self) -> None:
         """Commit every record not yet durable (one SQLite transaction)."""
@@ -254,11 +258,20 @@ class ConsensusHost:
             self._drain()
 
     async def _tick_loop(self) -> None:
+        """Sleep until the replica's next deadline (or a flush of deferred records is due)."""
         while True:
-            await asyncio.sleep(TICK_MS / 1000)
-            if self._unwritten and self._ticks_since_flush >= FLUSH_EVERY_TICKS:
+            deadline = self.replica.next_deadline()
+            wait_ms = TICK_IDLE_MS if deadline is None else deadline - now_ms()
+            if self._unwritten:
+                wait_ms = min(wait_ms, DEFERRED_FLUSH_MS)
+            self._wake.clear()
+            if wait_ms > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait_ms / 1000)
+                except TimeoutError:
+                    pass
+            if self._unwritten and now_ms() - self._unwritten_since_ms >= DEFERRED_FLUSH_MS:
                 self.flush()  # bound what a crash can lose of the deferred records
-            self._ticks_since_flush = 0 if not self._unwritten else self._ticks_since_flush + 1
             deadline = self.replica.next_deadline()
             current = now_ms()
             if deadline is not None and deadline <= current:
