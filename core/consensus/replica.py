@@ -124,6 +124,7 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         self.vc_resend_ms: int | None = None
         self.fetch_after_ms = 0
         self.fetch_retry = False
+        self.served_at: dict[str, int] = {}  # peer -> when we last sent it a state reply
         self.fetch_retry_target: str | None = None
         self.observer_fetch_ms: int | None = None
         self.next_seq = max(d.last_executed, self.low_mark) + 1

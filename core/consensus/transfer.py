@@ -26,6 +26,7 @@ from .proofs import verify_certificate, verify_checkpoint_proof
 from .viewchange import ViewChangeMixin
 
 OBSERVER_FETCH_FACTOR = 4  # observers poll the committee every 4 fetch intervals
+SERVED_PEERS_MAX = 1024  # peers remembered for the per-peer reply rate limit
 
 
 class TransferMixin(ViewChangeMixin):
@@ -67,6 +68,15 @@ class TransferMixin(ViewChangeMixin):
         if not (wellformed.position(fetch.epoch) and wellformed.position(fetch.from_seq)):
             self.count("malformed_fetch")
             return
+        # Replies are large: serve each peer at most once per half fetch interval.
+        last = self.served_at.pop(sender, None)
+        if last is not None and self.now_ms - last < self.config.fetch_interval_ms // 2:
+            self.served_at[sender] = last
+            self.count("fetch_from_peer_rate_limited")
+            return
+        self.served_at[sender] = self.now_ms
+        while len(self.served_at) > SERVED_PEERS_MAX:
+            del self.served_at[next(iter(self.served_at))]
         retained = self.durable.retained
         batches: list[CertifiedBatch] = []
         seq = fetch.from_seq
