@@ -42,7 +42,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
 )
 
 
-class ScenarioHooks(SimHooks):  # type: ignore[misc]  # mypy cannot follow the editable agentmesh mapping
+class ScenarioHooks(SimHooks):
     """SimHooks plus the end-of-run liveness check."""
 
     def check_liveness(self, sim: Simulation, judged_until_ms: int) -> list[str]:
