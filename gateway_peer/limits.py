@@ -37,3 +37,21 @@ class GatewayLimits:
 
 
 DEFAULT_GATEWAY_LIMITS = GatewayLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeLimits:
+    """How bridged devices travel between agents ("gateway.bridged"), and every bound of it."""
+
+    refresh_ms: int = 5_000  # a full, signed list to every live member this often
+    change_min_ms: int = 500  # and on a change, but at most this often
+    ttl_ms: int = 16_000  # receivers drop a device not refreshed for this long
+    loop_ms: int = 250  # the host's check for changes, new members and expiry
+    adverts_per_message_max: int = 48  # one envelope stays under ~32 KB
+    parts_max: int = 128  # 128 x 48 > devices_max: a full list always fits
+    devices_per_gateway_max: int = 4_096
+    gateways_max: int = 64
+    devices_max: int = 8_192  # over all gateways, in one receiver's table
+
+
+DEFAULT_BRIDGE_LIMITS = BridgeLimits()

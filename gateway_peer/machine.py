@@ -251,7 +251,7 @@ class GatewayMachine(MachineBase):  # type: ignore[misc,unused-ignore]
         self.count("sent_" + protocol.TYPE_NAMES[msg_type])
         self.send(device.address, datagram)
 
-    def emit(self, kind: str, **data: Any) -> None:
+    def emit(self, kind: str, /, **data: Any) -> None:
         if len(self._outbox) >= self.limits.events_max:
             self.count("dropped_events")
             return
