@@ -17,6 +17,7 @@ from agentmesh.core.membership.capabilities import ROLES
 from agentmesh.core.rounds import RULES, RuleConfig
 from agentmesh.edge.agent import Agent, AgentConfig, AgentError, make_invite
 from agentmesh.edge.control import ControlError, request
+from agentmesh.edge.gateway_host import add_gateway_flags, bridged_mark, gateway_listen_from
 from agentmesh.edge.keystore import KeystoreError
 from agentmesh.edge.rounds_host import POISONS, RoundsSettings
 from agentmesh.edge.state import StateError
@@ -110,6 +111,7 @@ def register(subparsers: Any) -> None:
     )
     join.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     _add_rounds_flags(join)
+    add_gateway_flags(join)
     join.set_defaults(func=_join)
 
     status = subparsers.add_parser(
@@ -284,6 +286,7 @@ def _join(args: argparse.Namespace) -> int:
             roles=args.roles,
             discovery=not args.no_mdns,
             rounds=rounds_settings(args),
+            gateway_listen=gateway_listen_from(args),
         )
         return asyncio.run(_run_agent(config))
     except (AgentError, KeystoreError, StateError, AdmissionRejected, ValueError, OSError) as error:
@@ -327,7 +330,7 @@ def render_status(result: dict[str, Any]) -> str:
         lines.append(
             f"{member['peer_id']:<54} {member['state']:<8} {member['incarnation']:>4} "
             f"{caps.get('device_class', '-'):<7} {caps.get('trainer_runtime', '-'):<14} "
-            f"{','.join(member.get('roles', [])) or '-'}"
+            f"{','.join(member.get('roles', [])) or '-'}{bridged_mark(member)}"
         )
     return "\n".join(lines)
 

@@ -39,6 +39,7 @@ from agentmesh.core.node import Event, Send
 from agentmesh.core.wire import DEFAULT_REGISTRY, Field, MessageType, WireError, open_envelope, seal
 from agentmesh.edge.control import ControlServer
 from agentmesh.edge.discovery import FoundPeer, MdnsDiscovery, default_address
+from agentmesh.edge.gateway_host import BRIDGED_TYPES, BridgeHost
 from agentmesh.edge.keystore import load_or_create_identity
 from agentmesh.edge.probe import probe_capabilities
 from agentmesh.edge.rounds_host import ROUND_TYPES, RoundsHost, RoundsSettings
@@ -81,6 +82,7 @@ class AgentConfig:
     discovery: bool = True
     membership: MembershipConfig | None = None
     rounds: RoundsSettings | None = None  # federated rounds (agent join --expect ...)
+    gateway_listen: tuple[str, int] | None = None  # agent join --gateway: UDP for MCUs
 
 
 class HostClock:
@@ -129,6 +131,7 @@ class Agent:
         self.machine: MembershipMachine | None = None
         self.discovery: MdnsDiscovery | None = None
         self.rounds: RoundsHost | None = None
+        self.bridge = BridgeHost(self, config.gateway_listen)  # microcontrollers
         self.control = ControlServer(
             config.state_dir, {"status": self._status_command, "rounds": self._rounds_command}
         )
@@ -186,6 +189,7 @@ class Agent:
             self.rounds = RoundsHost(self, self.config.rounds)
         self.machine.start(self.clock.now_ms())
         self._after_input()
+        await self.bridge.start()
         await self.control.start()
         log.info(
             "agent %s in mesh %r listening on %s (admission %s)",
@@ -249,6 +253,7 @@ class Agent:
             self.rounds.close()
         with contextlib.suppress(OSError):
             await self.control.close()
+        await self.bridge.close()
         if self.discovery is not None:
             await self.discovery.close()
         await self.transport.close()
@@ -290,6 +295,9 @@ class Agent:
             self.rounds.count_frame_in(len(payload))
             self.rounds.on_envelope(peer_id, envelope)
             self._wake.set()
+            return
+        if envelope.type_name in BRIDGED_TYPES:
+            self.bridge.on_envelope(peer_id, envelope)
             return
         if envelope.type_name != MEMBERSHIP_TYPE.name:
             self._count("drop_unhandled_type")
@@ -470,8 +478,9 @@ class Agent:
                     **(machine.counters if machine is not None else {}),
                     **{f"transport.{k}": v for k, v in self.transport.counters.items()},
                 },
+                **self.bridge.self_status(),
             },
-            "members": members,
+            "members": members + self.bridge.members_status(),
         }
 
     async def _status_command(self, request: Mapping[str, Any]) -> dict[str, Any]:
