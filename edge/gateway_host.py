@@ -213,7 +213,11 @@ class BridgeHost:
             self._generation = max(now_ms, self._generation + 1)
             items, self._published = [], []
             for advert in adverts:
-                signed = self._cache.sign(advert, self.server.signer_for(advert.device_id))
+                try:
+                    signed = self._cache.sign(advert, self.server.signer_for(advert.device_id))
+                except ValueError:  # AdvertError: capabilities out of range; leave it out
+                    self._count("bridged_unsignable")
+                    continue
                 items.append(bridged_item(advert, signed))
                 entry = BridgedEntry(
                     signed, advert.device_id, advert.state, advert.mcu, self._generation, now_ms

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -223,3 +224,31 @@ def test_mutated_lists_never_raise(data: st.DataObject) -> None:
     view.check_invariants()
     for member in view.members_status():
         assert member["bridged_via"] == GATEWAY.peer_id
+
+
+def test_a_full_part_with_the_largest_fields_fits_its_message_type() -> None:
+    cache = AdvertCache(64)
+    items = []
+    for index in range(DEFAULT_BRIDGE_LIMITS.adverts_per_message_max):
+        device_id = f"{index:02d}".ljust(32, "x")
+        bridged = dataclasses.replace(
+            advert(GATEWAY, device_id),
+            capabilities={**CAPS, "ram_mb": 2**32 - 1, "ram_free_mb": 2**32 - 1},
+            mcu={
+                "firmware": "f" * 16,
+                "ram_bytes": 2**63 - 1,
+                "flash_bytes": 2**63 - 1,
+                "sensors": ["s" * 16] * 8,
+                "model_slots": 2**63 - 1,
+                "params_max": 2**63 - 1,
+                "heartbeat_ms": 2**63 - 1,
+                "model_id": 2**63 - 1,
+            },
+        )
+        items.append(bridged_item(bridged, cache.sign(bridged, device_signer(GATEWAY, device_id))))
+    (body,) = bridged_bodies(GATEWAY.peer_id, 2**63 - 1, items)
+    frame = seal(GATEWAY, BRIDGED_TYPE.name, MESH, (2**63,), body)
+    assert len(frame) <= BRIDGED_TYPE.size_bytes_max
+    view = Membership(GATEWAY.peer_id).view()
+    view.receive(GATEWAY.peer_id, dict(open_envelope(frame, mesh=MESH).body), 1)
+    assert view.devices_count == DEFAULT_BRIDGE_LIMITS.adverts_per_message_max
