@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -309,7 +310,7 @@ def _decode_down(value: Any) -> WorkerDown:
                       _uint(body["seq"], UINT63_MAX))  # fmt: skip
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[Any], TaskEntry]] = {
     KIND_SUBMIT: _decode_submit,
     KIND_WORKER: _decode_worker,
     KIND_RESULT: _decode_result,

@@ -45,7 +45,7 @@ from .entries import (
 _RUNS_MAX = 4_096  # runs handed to the host and not yet answered
 
 
-class TasksMachine(MachineBase):  # type: ignore[misc]  # mypy cannot follow the editable mapping
+class TasksMachine(MachineBase):
     """Applies decided task entries; proposes submits, results, adverts, timeouts, downs."""
 
     def __init__(
@@ -163,8 +163,8 @@ class TasksMachine(MachineBase):  # type: ignore[misc]  # mypy cannot follow the
             if change.worker == self.node_id:
                 self._run(record.spec, change)
         elif change.kind == "finished":
-            record = self.board.tasks.get(change.task)
-            status = record.status if record is not None else "evicted"
+            finished = self.board.tasks.get(change.task)
+            status = finished.status if finished is not None else "evicted"
             self.emit("finished", task_id=change.task, status=status)
 
     def _run(self, spec: TaskSpec, change: Change) -> None:

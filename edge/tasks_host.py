@@ -1,0 +1,678 @@
+"""The agent's task part: a PBFT replica ordering task entries and a task machine on asyncio.
+
+`TasksHost` lives inside `Agent` (edge/agent.py) and shares its transport,
+clock, SQLite file, blob store and signing identity, like the rounds host
+(edge/rounds_host.py), whose rules it follows:
+- once membership shows the expected number of alive members, every agent
+  computes the same task committee (core/tasks/genesis.py) and starts a
+  `Replica` (member or observer) and a `TasksMachine`;
+- the replica's records are persisted (one SQLite transaction) before any send
+  that follows them; committee members push each decided batch with its commit
+  certificate to the non-members, whose observer replica verifies it;
+- inputs and models travel by sha-256: a worker fetches a blob it lacks from
+  the task's submitter (`tasks.fetch` -> `tasks.blob`, checked against its
+  digest) and keeps it in the agent's content-addressed store;
+- runs use one worker thread and a trainer instance of their own (LiteRT
+  interpreters are not shared between threads).
+This host owns its timers and its polling of the membership view, so the
+agent only constructs it, routes `tasks.*` frames to it and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import random
+import sqlite3
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agentmesh.core.consensus import ConsensusConfig, Replica
+from agentmesh.core.consensus.durable import PersistExecuted, PersistStable
+from agentmesh.core.consensus.messages import CertifiedBatch, StateReply
+from agentmesh.core.identity import verify_from_peer_id
+from agentmesh.core.learning.digits8 import initial_mlp_weights
+from agentmesh.core.membership import Capabilities
+from agentmesh.core.membership.capabilities import AdvertError
+from agentmesh.core.node import Event, Send
+from agentmesh.core.rounds.pbft_wire import PbftWireError, from_wire, to_wire
+from agentmesh.core.rounds.task import digits_split, flat_bytes, unflatten
+from agentmesh.core.tasks import (
+    KIND_INFER,
+    KIND_TRAIN,
+    Requirements,
+    TasksConfig,
+    TasksError,
+    TasksGenesis,
+    TasksMachine,
+    entry_validator,
+    tasks_genesis,
+)
+from agentmesh.core.tasks.board import OPEN, TaskRecord
+from agentmesh.core.wire import DEFAULT_REGISTRY, Envelope, Field, MessageType, cbor
+from agentmesh.edge.model_store import ModelStore, ModelStoreError
+from agentmesh.edge.probe import probe_capabilities
+from agentmesh.edge.trainer import TrainerError, make_trainer
+from agentmesh.tools.data import load_digits
+
+if TYPE_CHECKING:
+    from agentmesh.edge.agent import Agent
+
+log = logging.getLogger("agentmesh.tasks")
+
+FEATURES = 64  # digits rows: 64 float32 features each
+BLOB_BYTES_MAX = TasksConfig().input_bytes_max
+PBFT_TYPE = MessageType(112, "tasks.pbft", {"m": Field("list", size_max=16)}, 256 * 1024)
+FETCH_TYPE = MessageType(113, "tasks.fetch", {"digest": Field("bytes", size_max=32)}, 512)
+BLOB_TYPE = MessageType(
+    114,
+    "tasks.blob",
+    {"digest": Field("bytes", size_max=32), "data": Field("bytes", size_max=BLOB_BYTES_MAX)},
+    BLOB_BYTES_MAX + 1024,
+)
+_TYPES = (PBFT_TYPE, FETCH_TYPE, BLOB_TYPE)
+for _type in _TYPES:
+    DEFAULT_REGISTRY.register(_type)
+TASK_TYPES = frozenset(t.name for t in _TYPES)
+
+CAPABILITIES_ENV = "AGENTMESH_CAPABILITIES"  # JSON overrides of the advertised capabilities
+_EARLY_FRAMES_MAX = 1024
+_FETCH_WAITERS_MAX = 256
+_FETCH_TIMEOUT_S = 3.0
+_FETCH_ATTEMPTS = 3
+_POLL_S = 0.25
+_WAIT_S_MAX = 600.0
+_DEFERRABLE = (PersistExecuted, PersistStable)
+_OVERRIDABLE = {
+    "device_class": str, "ram_total_mb": int, "ram_free_mb": int, "cpu_cores": int,
+    "cpu_load_permille": int, "accelerators": list, "trainer_runtime": str,
+    "battery_percent": int,
+}  # fmt: skip
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks_pbft_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    genesis BLOB NOT NULL,
+    record BLOB NOT NULL
+);
+"""
+
+
+class TasksHostError(Exception):
+    """A task request this agent cannot serve; the message says why."""
+
+
+@dataclass
+class TasksSettings:
+    """`agent join --tasks N` flags: form the task committee once N members are alive."""
+
+    expect: int
+    committee_size: int = 4
+    runtime: str | None = None
+    partition: int | None = None  # train kind: digits partition (default: rank among members)
+    config: TasksConfig | None = None
+
+
+def override_capabilities(caps: Capabilities, text: str | None = None) -> Capabilities:
+    """`caps` with the fields named in $AGENTMESH_CAPABILITIES (JSON) replaced.
+
+    For tests and labs: advertise a device class, RAM or accelerator this host
+    does not have, e.g. '{"device_class": "edge", "ram_total_mb": 2048}'.
+    """
+    raw = os.environ.get(CAPABILITIES_ENV) if text is None else text
+    if not raw:
+        return caps
+    try:
+        wanted = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise TasksHostError(f"{CAPABILITIES_ENV} is not JSON: {error}") from None
+    if not isinstance(wanted, dict) or not all(
+        key in _OVERRIDABLE and isinstance(value, _OVERRIDABLE[key])
+        for key, value in wanted.items()
+    ):
+        raise TasksHostError(f"{CAPABILITIES_ENV} may set {sorted(_OVERRIDABLE)} only")
+    if "accelerators" in wanted:
+        wanted["accelerators"] = tuple(wanted["accelerators"])
+    if "ram_total_mb" in wanted and "ram_free_mb" not in wanted:
+        wanted["ram_free_mb"] = min(caps.ram_free_mb, wanted["ram_total_mb"])
+    try:
+        return replace(caps, **wanted)
+    except AdvertError as error:
+        raise TasksHostError(f"{CAPABILITIES_ENV}: {error}") from None
+
+
+class TasksHost:
+    """Drives the task replica and the task machine for one agent."""
+
+    def __init__(self, agent: Agent, settings: TasksSettings) -> None:
+        self.agent = agent
+        self.settings = settings
+        self.config = settings.config or TasksConfig()
+        self.peer_id = agent.identity.peer_id
+        self.store = ModelStore(agent.config.state_dir, agent.store.connection)
+        agent.store.connection.executescript(_SCHEMA)
+        self._log_connection = sqlite3.connect(agent.store.path, isolation_level=None, timeout=5.0)
+        self._log_connection.execute(
+            "PRAGMA synchronous=" + os.environ.get("AGENTMESH_PBFT_SYNC", "FULL")
+        )
+        self.trainer = make_trainer("digits_mlp", settings.runtime)
+        self.shapes = tuple(tuple(int(n) for n in w.shape) for w in self.trainer.get_weights())
+        self.initial_model = self.store.put_blob(flat_bytes(initial_mlp_weights()))
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="task")
+        self.genesis: TasksGenesis | None = None
+        self.replica: Replica | None = None
+        self.machine: TasksMachine | None = None
+        self.early: list[tuple[str, Envelope]] = []
+        self.counters: dict[str, int] = {}
+        self.fetches: dict[bytes, asyncio.Future[bytes]] = {}
+        self.submitted_ms: dict[bytes, int] = {}
+        self.finished_ms: dict[bytes, int] = {}
+        self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._training_data: Any = None
+        self._unwritten: list[Any] = []
+        self._must_write = False
+        self._wake = asyncio.Event()
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        agent.control.handlers["task"] = self.command
+
+    def start(self) -> None:
+        """Spawn this host's timer and membership-poll loops on the running event loop."""
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self._timer_loop()), loop.create_task(self._poll_loop())]
+
+    # -- formation and polling -----------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_POLL_S)
+            membership = self.agent.machine
+            if membership is None:
+                continue
+            members = membership.status()
+            if self.genesis is None:
+                self._maybe_form(members)
+                continue
+            machine = self.machine
+            assert machine is not None
+            now = self.agent.clock.now_ms()
+            gone = [m["peer_id"] for m in members if m["state"] in ("dead", "left")]
+            machine.on_members(gone, now)
+            machine.advertise(self._own_capabilities(), membership.incarnation, now)
+            self.drain()
+
+    def _own_capabilities(self) -> Capabilities:
+        caps = probe_capabilities(self.agent.config.roles, address=None)
+        return replace(override_capabilities(caps), address=None)
+
+    def _maybe_form(self, members: list[dict[str, Any]]) -> None:
+        alive = [m for m in members if m["state"] == "alive"]
+        if len(alive) != self.settings.expect:
+            return
+        roles = {m["peer_id"]: tuple(m["capabilities"].get("roles_allowed", ())) for m in alive}
+        genesis = tasks_genesis(self.agent.config.mesh, roles, self.settings.committee_size)
+        self.genesis = genesis
+        rng = random.Random(os.urandom(16))
+        self.replica = Replica(
+            self.agent.identity, verify_from_peer_id, genesis.consensus_committee(), rng,
+            ConsensusConfig(), validate_entry=entry_validator(verify_from_peer_id),
+        )  # fmt: skip
+        self.machine = TasksMachine(
+            self.agent.identity, verify_from_peer_id, random.Random(os.urandom(16)),
+            self.config, watchdog=self.peer_id in genesis.committee,
+        )  # fmt: skip
+        log.info("task committee formed: %s; I am %s", ",".join(p[-6:] for p in genesis.committee),
+                 "a member" if self.peer_id in genesis.committee else "an observer")  # fmt: skip
+        now = self.agent.clock.now_ms()
+        self.replica.start(now)
+        self.machine.start(now)
+        membership = self.agent.machine
+        assert membership is not None
+        self.machine.advertise(self._own_capabilities(), membership.incarnation, now)
+        self.drain()
+        early, self.early = self.early, []
+        for sender, envelope in early:
+            self.on_envelope(sender, envelope)
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def on_envelope(self, sender: str, envelope: Envelope) -> None:
+        """A `tasks.*` frame from an authenticated peer (the agent checked the envelope)."""
+        name = envelope.type_name
+        if name == FETCH_TYPE.name:
+            self._serve_fetch(sender, envelope.body["digest"])
+            return
+        if name == BLOB_TYPE.name:
+            self._on_blob(envelope.body["digest"], envelope.body["data"])
+            return
+        replica = self.replica
+        if replica is None:
+            if len(self.early) < _EARLY_FRAMES_MAX:
+                self.early.append((sender, envelope))
+            else:
+                self._count("dropped_early_frame")
+            return
+        try:
+            replica.receive(from_wire(envelope.body["m"]), sender, self.agent.clock.now_ms())
+        except (PbftWireError, ValueError):
+            self._count("dropped_bad_pbft")
+            return
+        self.drain()
+
+    def _serve_fetch(self, sender: str, digest: bytes) -> None:
+        try:
+            data = self.store.get_blob(digest) if len(digest) == 32 else None
+        except ModelStoreError:
+            data = None
+        if data is None or len(data) > BLOB_BYTES_MAX:
+            self._count("fetch_unknown_blob")
+            return
+        self.agent.send_envelope(sender, BLOB_TYPE.name, {"digest": digest, "data": data})
+
+    def _on_blob(self, digest: bytes, data: bytes) -> None:
+        waiter = self.fetches.get(digest)
+        if waiter is None or waiter.done():
+            self._count("dropped_unsolicited_blob")
+            return
+        if self.store.put_blob(data) != digest:
+            self._count("dropped_blob_digest_mismatch")
+            return
+        waiter.set_result(data)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadlines = [m.next_deadline() for m in (self.replica, self.machine) if m is not None]
+            deadline = min((d for d in deadlines if d is not None), default=None)
+            now = self.agent.clock.now_ms()
+            if deadline is None or deadline > now:
+                wait_s = 1.0 if deadline is None else (deadline - now) / 1000
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+                continue
+            for machine in (self.replica, self.machine):
+                due = machine.next_deadline() if machine is not None else None
+                if machine is not None and due is not None and due <= now:
+                    machine.tick(now)
+            self.drain()
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Both outboxes until quiet: persist before send, decided batches to the machine."""
+        replica, machine = self.replica, self.machine
+        if replica is None or machine is None:
+            return
+        for _ in range(256):
+            replica_out = replica.take_outbox()
+            machine_out = machine.take_outbox()
+            if not replica_out and not machine_out:
+                break
+            for item in replica_out:
+                self._replica_output(item)
+            for item in machine_out:
+                self._machine_output(item)
+        if self._must_write:
+            self._flush()
+        self._wake.set()
+
+    def _replica_output(self, item: Send | Event) -> None:
+        if isinstance(item, Send):
+            if self._must_write:
+                self._flush()
+            self._send_pbft(item.to, item.message)
+            return
+        if item.kind == "persist":
+            records = item.data["records"]
+            self._unwritten.extend(records)
+            self._must_write = self._must_write or not all(
+                isinstance(r, _DEFERRABLE) for r in records
+            )
+        elif item.kind == "decided":
+            self._on_decided(item)
+        elif item.kind == "evidence":
+            log.warning("task consensus evidence %s", dict(item.data))
+
+    def _on_decided(self, event: Event) -> None:
+        genesis, machine = self.genesis, self.machine
+        assert genesis is not None and machine is not None
+        entries, certificate = event.data["entries"], event.data["certificate"]
+        if self.peer_id in genesis.committee:
+            push = StateReply((CertifiedBatch(entries, certificate),), None, None, None)
+            for peer in genesis.members:
+                if peer not in genesis.committee:
+                    self._send_pbft(peer, push)
+        machine.on_decided(entries, self.agent.clock.now_ms())
+
+    def _machine_output(self, item: Send | Event) -> None:
+        if isinstance(item, Send):
+            return  # the task machine speaks only through decided entries
+        if item.kind == "propose":
+            assert self.replica is not None
+            self.replica.propose(item.data["entry"], self.agent.clock.now_ms())
+        elif item.kind == "run":
+            self._spawn_job(self._run(item.data))
+        elif item.kind == "finished":
+            task_id: bytes = item.data["task_id"]
+            if task_id in self.submitted_ms:
+                self.finished_ms.setdefault(task_id, self.agent.clock.now_ms())
+            for waiter in self.waiters.pop(task_id, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _send_pbft(self, peer: str, message: Any) -> None:
+        self.agent.send_envelope(peer, PBFT_TYPE.name, {"m": to_wire(message)})
+
+    def _flush(self) -> None:
+        genesis = self.genesis
+        assert genesis is not None
+        if self._unwritten:
+            rows = [(genesis.genesis_id, cbor.encode(to_wire(r))) for r in self._unwritten]
+            with self._log_connection as connection:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.executemany(
+                    "INSERT INTO tasks_pbft_log(genesis, record) VALUES(?, ?)", rows
+                )
+        self._unwritten = []
+        self._must_write = False
+
+    def _spawn_job(self, coroutine: Any) -> None:
+        job = asyncio.get_running_loop().create_task(coroutine)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    # -- running a slot -------------------------------------------------------------------
+
+    async def _run(self, data: Mapping[str, Any]) -> None:
+        spec, task_id = data["spec"], data["task_id"]
+        slot, attempt = data["slot"], data["attempt"]
+        ok, output = False, b""
+        inputs = await self._blob(spec.input, spec.submitter)
+        model = await self._blob(spec.model, spec.submitter) if spec.kind == KIND_INFER else b""
+        if inputs is None or model is None:
+            self._count("run_input_unavailable")
+            output = b"input unavailable"
+        else:
+            loop = asyncio.get_running_loop()
+            job = self._infer_job if spec.kind == KIND_INFER else self._train_job
+            try:
+                output = await loop.run_in_executor(self.executor, job, inputs, model)
+                ok = True
+            except (TrainerError, ValueError) as error:
+                self._count(f"run_failed_{spec.kind}")
+                output = str(error).encode()[:256]
+        machine = self.machine
+        if machine is not None:
+            machine.on_output(task_id, slot, attempt, ok, output, self.agent.clock.now_ms())
+            self.drain()
+
+    async def _blob(self, digest: bytes, holder: str) -> bytes | None:
+        """The blob from the local store, else fetched from `holder` (a few attempts)."""
+        with contextlib.suppress(ModelStoreError):
+            data = self.store.get_blob(digest)
+            if data is not None:
+                return data
+        for _ in range(_FETCH_ATTEMPTS):
+            waiter = self.fetches.get(digest)
+            if waiter is None or waiter.done():
+                if len(self.fetches) >= _FETCH_WAITERS_MAX:
+                    self._count("fetch_table_full")
+                    return None
+                waiter = asyncio.get_running_loop().create_future()
+                self.fetches[digest] = waiter
+            self.agent.send_envelope(holder, FETCH_TYPE.name, {"digest": digest})
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiter), _FETCH_TIMEOUT_S)
+            except TimeoutError:
+                self._count("fetch_timeout")
+            finally:
+                if waiter.done():
+                    self.fetches.pop(digest, None)
+        return None
+
+    def _infer_job(self, inputs: bytes, model: bytes) -> bytes:
+        """On the worker thread: predicted labels (one uint8 per row) of the pinned model."""
+        rows = rows_from_bytes(inputs)
+        self.trainer.set_weights(unflatten(model, self.shapes))
+        logits = self.trainer.infer(rows)
+        labels: bytes = np.argmax(logits, axis=1).astype(np.uint8).tobytes()
+        return labels
+
+    def _train_job(self, inputs: bytes, model: bytes) -> bytes:
+        """On the worker thread: one local epoch from the input weights; loss and examples."""
+        del model
+        if len(inputs) != 4 * sum(int(np.prod(s)) for s in self.shapes):
+            raise ValueError("train input must be the model's float32 weights")
+        features, labels = self._own_data()
+        self.trainer.set_weights(unflatten(inputs, self.shapes))
+        result = self.trainer.train(features, labels, epochs=1, batch_size=32, learning_rate=0.5,
+                                    rng=np.random.default_rng(7919))  # fmt: skip
+        return struct.pack("<dI", result.mean_loss, result.examples)
+
+    def _own_data(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._training_data is None:
+            genesis = self.genesis
+            assert genesis is not None
+            partition = self.settings.partition
+            if partition is None:
+                partition = genesis.members.index(self.peer_id)
+            features, labels = load_digits()
+            _, parts = digits_split(features, labels, len(genesis.members), 0.5)
+            part = parts[partition % len(parts)]
+            self._training_data = (part.features, part.labels)
+        data: tuple[np.ndarray, np.ndarray] = self._training_data
+        return data
+
+    # -- the control command ------------------------------------------------------------
+
+    async def command(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """`agent task ...` through the control socket: submit, status, wait, list."""
+        op = request.get("op")
+        try:
+            if op == "submit":
+                return self._submit(request)
+            if op == "status":
+                return self._status(self._task_id(request))
+            if op == "wait":
+                task_id = self._task_id(request)
+                await self._wait(task_id, float(request.get("timeout_s", 60.0)))
+                return self._status(task_id)
+            if op == "list":
+                return self.summary(bool(request.get("all", True)))
+        except (TasksHostError, TasksError, OSError, ValueError) as error:
+            return {"error": str(error)}
+        return {"error": f"unknown task op {op!r}: submit, status, wait or list"}
+
+    def _ready(self) -> TasksMachine:
+        if self.machine is None:
+            raise TasksHostError(
+                f"the task committee has not formed yet (waiting for {self.settings.expect} "
+                "alive members)"
+            )
+        return self.machine
+
+    def _submit(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        machine = self._ready()
+        kind = request.get("kind")
+        if kind not in (KIND_INFER, KIND_TRAIN):
+            raise TasksHostError("kind must be infer or train (built-in kinds only)")
+        data = self._input_of(request)
+        model = self.current_model()
+        if data is None:
+            if kind != KIND_TRAIN:
+                raise TasksHostError("infer needs an input: a float32 tensor of digits rows")
+            data = self.store.get_blob(model) or b""
+        if len(data) > self.config.input_bytes_max:
+            raise TasksHostError(f"input exceeds {self.config.input_bytes_max} bytes")
+        if kind == KIND_INFER:
+            rows_from_bytes(data)  # refuse a malformed input here, not on every worker
+        digest = self.store.put_blob(data)
+        requirements = Requirements(
+            int(request.get("ram_mb", 0)), request.get("accelerator") or None,
+            request.get("runtime") or None, tuple(request.get("device_classes") or ()),
+        )  # fmt: skip
+        now = self.agent.clock.now_ms()
+        spec = machine.submit(kind, digest, len(data), model, now, requirements=requirements,
+                              replicas=int(request.get("replicas", 1)),
+                              verifiable=bool(request.get("verifiable", False)),
+                              deadline_ms=request.get("deadline_ms"))  # fmt: skip
+        self.submitted_ms[spec.task_id] = now
+        self.drain()
+        return {"task_id": spec.task_id.hex(), **spec.to_json()}
+
+    def _input_of(self, request: Mapping[str, Any]) -> bytes | None:
+        if request.get("input_b64"):
+            return base64.b64decode(request["input_b64"], validate=True)
+        if request.get("input_path"):
+            path = Path(request["input_path"])
+            if path.stat().st_size > self.config.input_bytes_max:
+                raise TasksHostError(f"input exceeds {self.config.input_bytes_max} bytes")
+            return read_input(path)
+        return None
+
+    def current_model(self) -> bytes:
+        """The latest committed global model of the rounds, else the initial model."""
+        rounds = getattr(self.agent, "rounds", None)
+        if rounds is not None:
+            committed = [r for r in rounds.records.values() if r.status == "committed" and r.model]
+            if committed:
+                latest = max(committed, key=lambda r: r.round)
+                digest = bytes.fromhex(latest.model)
+                if self.store.has_blob(digest):
+                    return digest
+        return self.initial_model
+
+    def _task_id(self, request: Mapping[str, Any]) -> bytes:
+        machine = self._ready()
+        prefix = str(request.get("id", ""))
+        if not prefix or len(prefix) > 64 or any(c not in "0123456789abcdef" for c in prefix):
+            raise TasksHostError("a task id is 1..64 lowercase hex characters (a prefix will do)")
+        found = machine.task_ids_by_prefix(prefix)
+        if len(found) != 1:
+            raise TasksHostError(f"{'no' if not found else 'more than one'} task matches {prefix}")
+        return found[0]
+
+    async def _wait(self, task_id: bytes, timeout_s: float) -> None:
+        machine = self._ready()
+        record = machine.board.tasks.get(task_id)
+        if record is None or record.status != OPEN:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(task_id, []).append(waiter)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, min(max(timeout_s, 0.0), _WAIT_S_MAX))
+
+    def _status(self, task_id: bytes) -> dict[str, Any]:
+        machine = self._ready()
+        return self._record_json(machine.board.tasks[task_id], full=True)
+
+    def _record_json(self, record: TaskRecord, full: bool) -> dict[str, Any]:
+        submitted = self.submitted_ms.get(record.task_id)
+        finished = self.finished_ms.get(record.task_id)
+        slots = []
+        for slot in record.slots:
+            result = slot.result
+            shown: dict[str, Any] = {
+                "slot": slot.index, "worker": slot.worker, "attempt": slot.attempt,
+                "tried": list(slot.tried),
+            }  # fmt: skip
+            if result is not None:
+                shown["result"] = {"worker": result.worker, "ok": result.ok,
+                                   "digest": result.digest.hex()}  # fmt: skip
+                if full:
+                    shown["result"]["output"] = decode_output(record.spec.kind, result.output)
+            slots.append(shown)
+        return {
+            "task_id": record.task_id.hex(),
+            "order": record.order,
+            "status": record.status,
+            "reason": record.reason,
+            **record.spec.to_json(),
+            "slots": slots,
+            "output_digest": record.output_digest.hex() if record.output_digest else None,
+            "submitted_ms": submitted,
+            "finished_ms": finished,
+            "latency_ms": None if submitted is None or finished is None else finished - submitted,
+        }
+
+    def summary(self, with_tasks: bool = True) -> dict[str, Any]:
+        """`agent task list`: every task this agent knows, workers, queues and the load spread."""
+        machine = self._ready()
+        board = machine.board
+        statuses: dict[str, int] = {}
+        for record in board.tasks.values():
+            statuses[record.status] = statuses.get(record.status, 0) + 1
+        queues = board.queue_lengths()
+        workers = [
+            {"peer_id": peer, "up": worker.up, "device_class": caps.device_class,
+             "ram_total_mb": caps.ram_total_mb, "accelerators": list(caps.accelerators),
+             "runtime": caps.trainer_runtime, "cpu_load_permille": caps.cpu_load_permille,
+             "queue": queues.get(peer, 0), "results": board.results_by_worker.get(peer, 0)}
+            for peer, worker in sorted(board.workers.items())
+            for caps in (worker.caps,)
+        ]  # fmt: skip
+        genesis = self.genesis
+        return {
+            "peer_id": self.peer_id,
+            "committee": list(genesis.committee) if genesis else [],
+            "statuses": statuses,
+            "workers": workers,
+            "waiting": len(board.waiting),
+            "tasks": [self._record_json(r, full=False) for r in board.tasks.values()]
+            if with_tasks
+            else [],
+            "counters": {**self.counters, **machine.counters, **dict(board.counters),
+                         **{f"pbft.{k}": v for k, v in (self.replica.counters
+                                                         if self.replica else {}).items()}},
+        }  # fmt: skip
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for task in [*self._loops, *self._jobs]:
+            task.cancel()
+        if self.genesis is not None and self._unwritten:
+            self._flush()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self._log_connection.close()
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+
+def rows_from_bytes(data: bytes) -> np.ndarray:
+    """A float32 (N, 64) array from raw little-endian bytes; ValueError if it is not one."""
+    if not data or len(data) % (4 * FEATURES):
+        raise ValueError(f"an infer input is N rows of {FEATURES} little-endian float32")
+    rows = np.frombuffer(data, dtype="<f4").reshape(-1, FEATURES)
+    if not np.isfinite(rows).all():
+        raise ValueError("an infer input must be finite")
+    return rows
+
+
+def read_input(path: Path) -> bytes:
+    """A task input file: a .npy array (converted to little-endian float32) or raw bytes."""
+    if path.suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+        return np.ascontiguousarray(array, dtype="<f4").tobytes()
+    return path.read_bytes()
+
+
+def decode_output(kind: str, output: bytes) -> Any:
+    """A result's output for people: labels for infer, loss and examples for train."""
+    if kind == KIND_INFER:
+        return list(output)
+    if len(output) == struct.calcsize("<dI"):
+        loss, examples = struct.unpack("<dI", output)
+        return {"loss": loss, "examples": examples}
+    return output.hex()
