@@ -16,6 +16,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "agentmesh.tools.bench.cli",
     "agentmesh.edge._cmd_sim",
     "agentmesh.edge._cmd_firmware",
+    "agentmesh.edge._cmd_task",
 )
 
 
