@@ -79,6 +79,7 @@ class CheckpointMixin(ReplicaCore):
         seq = proof.seq
         self.low_mark = max(self.low_mark, seq)
         self.slots = {s: slot for s, slot in self.slots.items() if s > self.low_mark}
+        self.held = {s: pp for s, pp in self.held.items() if s > self.low_mark}
         self.certified = {s: c for s, c in self.certified.items() if s > seq}
         self.checkpoint_votes = {s: v for s, v in self.checkpoint_votes.items() if s > seq}
         self.own_checkpoints = {s: c for s, c in self.own_checkpoints.items() if s > seq}

@@ -58,7 +58,9 @@ from .messages import (
 )
 from .proofs import verify_pre_prepare
 
-EntryValidator = Callable[[Entry], bool]
+# True: valid; False: invalid (the batch is refused, the primary blamed); None: not yet
+# decidable here (the pre-prepare is held until the host calls `recheck`).
+EntryValidator = Callable[[Entry], bool | None]
 EARLY_VIEWS_MAX = 2  # keep messages for views up to view + this until their NEW-VIEW
 
 
@@ -117,6 +119,7 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         self.own_checkpoints: dict[int, Snapshot] = {}
         self.view_changes: dict[int, dict[str, ViewChange]] = {}
         self.early: list[tuple[PrePrepare | Vote, str]] = []
+        self.held: dict[int, PrePrepare] = {}  # pre-prepares whose entries are "not yet" valid
         self.view_changing = False
         self.new_view_sent_for = -1
         self.vc_attempts = 0
@@ -238,7 +241,7 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         if entry_id in self.pending or entry_id in self.executed_ids:
             self.count("duplicate_request")
             return False
-        if not self.validate_entry(entry):
+        if self.validate_entry(entry) is False:
             self.count("invalid_request")
             return False
         if len(self.pending) >= self.config.pending_entries_max:
@@ -302,10 +305,37 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
             if slot.pre_prepare.digest != pp.digest:
                 self.evidence("equivocation", pp.sender, view=pp.view, seq=pp.seq)
             return
-        if not all(self.validate_entry(entry) for entry in pp.batch):
-            self.evidence("invalid_batch", pp.sender, seq=pp.seq)
+        held = self.held.get(pp.seq)
+        if held is not None:
+            if held.digest != pp.digest:
+                self.evidence("equivocation", pp.sender, view=pp.view, seq=pp.seq)
             return
-        self.accept_pre_prepare(pp)
+        self._judge_pre_prepare(pp)
+
+    def _judge_pre_prepare(self, pp: PrePrepare) -> None:
+        verdicts = [self.validate_entry(entry) for entry in pp.batch]
+        if False in verdicts:
+            self.held.pop(pp.seq, None)
+            self.evidence("invalid_batch", pp.sender, seq=pp.seq)
+        elif None in verdicts:
+            self.held[pp.seq] = pp  # within the window, one per seq: bounded
+            self.count("pre_prepares_held")
+        else:
+            self.held.pop(pp.seq, None)
+            self.accept_pre_prepare(pp)
+
+    def recheck(self, now_ms: int) -> None:
+        """The host learned something (a blob arrived): judge held pre-prepares again."""
+        self.now_ms = now_ms
+        for seq in sorted(self.held):
+            pp = self.held[seq]
+            slot = self.slots.get(seq)
+            current = pp.view == self.view and not self.view_changing and self.in_window(seq)
+            if not current or (slot is not None and slot.pre_prepare is not None):
+                del self.held[seq]
+                continue
+            self._judge_pre_prepare(pp)
+        self.flush_persist()
 
     def accept_pre_prepare(self, pp: PrePrepare) -> None:
         """Log the pre-prepare and, as a backup, PREPARE it (TOCS §4.2)."""
@@ -511,6 +541,7 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         self.next_seq = seq + 1
         self.slots.clear()
         self.early.clear()
+        self.held.clear()
         self.certified.clear()
         self.checkpoint_votes.clear()
         self.own_checkpoints.clear()
@@ -550,6 +581,8 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
             problems.append("view-change table above the bound")
         if len(self.early) > config.window * 4:
             problems.append("early messages above the bound")
+        if len(self.held) > config.window:
+            problems.append("held pre-prepares above the window")
         if len(self.durable.retained) > config.retained_batches_max:
             problems.append("retained batches above the bound")
         if self.stable.seq > self.last_executed:

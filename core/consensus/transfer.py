@@ -140,6 +140,7 @@ class TransferMixin(ViewChangeMixin):
         self.stable = proof
         self.low_mark = max(self.low_mark, proof.seq)
         self.slots = {s: slot for s, slot in self.slots.items() if s > self.low_mark}
+        self.held = {s: pp for s, pp in self.held.items() if s > self.low_mark}
         self.certified = {s: c for s, c in self.certified.items() if s > proof.seq}
         self.checkpoint_votes = {s: v for s, v in self.checkpoint_votes.items() if s > proof.seq}
         self.next_seq = max(self.next_seq, self.low_mark + 1)

@@ -50,6 +50,7 @@ class ViewChangeMixin(CheckpointMixin):
         self.view_changing = True
         self.vc_attempts += 1
         self.slots.clear()
+        self.held.clear()
         if signed is not None and signed.epoch == self.epoch and signed.new_view == new_view:
             vc = signed  # signed before a restart: resend it unchanged
         else:
@@ -258,6 +259,7 @@ class ViewChangeMixin(CheckpointMixin):
         self.view_changing = False
         self._prune_view_changes()
         self.slots.clear()
+        self.held.clear()
         if checkpoint.seq > self.low_mark:
             self.low_mark = checkpoint.seq
             self.certified = {s: c for s, c in self.certified.items() if s > self.low_mark}

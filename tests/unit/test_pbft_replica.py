@@ -193,3 +193,28 @@ def test_reconfiguration_through_consensus_moves_to_the_next_epoch() -> None:
         decided = [e.data for e in net.events[peer] if e.kind == "decided"]
         assert any(d["epoch"] == 1 for d in decided), peer
     assert net.replicas[new_members[0]].epoch == 1
+
+
+def test_not_yet_valid_entries_hold_the_pre_prepare_until_a_recheck() -> None:
+    ready = {"flag": False}
+
+    def validator(entry: Entry) -> bool | None:
+        if entry.body == b"bad":
+            return False
+        return True if ready["flag"] or entry.body != b"later" else None
+
+    net = LocalNet(4, CONFIG)
+    for peer in net.ids:
+        net.replicas[peer].validate_entry = validator
+    net.propose("r0", Entry("task", b"later"))
+    net.deliver_all()
+    assert not net.decided("r1")
+    assert all(net.replicas[p].held for p in ("r1", "r2", "r3"))
+    ready["flag"] = True
+    for peer in ("r1", "r2", "r3"):
+        net.replicas[peer].recheck(net.now_ms)
+        net._drain(peer)
+    net.deliver_all()
+    assert len(net.decided("r1")) == 1 and not net.replicas["r1"].held
+    net.propose("r0", Entry("task", b"bad"))  # the primary itself refuses an invalid entry
+    assert not net.replicas["r0"].pending
