@@ -33,6 +33,9 @@ class CheckpointMixin(ReplicaCore):
         if checkpoint.sender not in self.committee:
             self.count("not_from_member")
             return
+        if checkpoint.seq % self.config.checkpoint_interval:
+            self.count("malformed_checkpoint")
+            return
         if checkpoint.seq <= self.stable.seq:
             self.count("checkpoint_outside_window")
             return

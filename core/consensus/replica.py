@@ -134,6 +134,9 @@ class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the 
         self.now_ms = 0
         self._persist_buffer: list[PersistRecord] = []
         self._restore_votes()
+        for certified in d.retained.values():  # a restart keeps recent duplicates out
+            for entry in certified.batch:
+                self.executed_ids[entry.entry_id()] = None
 
     # ------------------------------------------------------------ small helpers
 
