@@ -21,6 +21,7 @@ from agentmesh.edge.gateway_host import add_gateway_flags, bridged_mark, gateway
 from agentmesh.edge.keystore import KeystoreError
 from agentmesh.edge.rounds_host import POISONS, RoundsSettings
 from agentmesh.edge.state import StateError
+from agentmesh.edge.tasks_host import add_tasks_flags, tasks_settings
 from agentmesh.edge.trainer import RUNTIMES
 
 MESH_KEY_ENV = "AGENTMESH_MESH_KEY"
@@ -111,6 +112,7 @@ def register(subparsers: Any) -> None:
     )
     join.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     _add_rounds_flags(join)
+    add_tasks_flags(join)
     add_gateway_flags(join)
     join.set_defaults(func=_join)
 
@@ -286,6 +288,7 @@ def _join(args: argparse.Namespace) -> int:
             roles=args.roles,
             discovery=not args.no_mdns,
             rounds=rounds_settings(args),
+            tasks=tasks_settings(args),
             gateway_listen=gateway_listen_from(args),
         )
         return asyncio.run(_run_agent(config))

@@ -44,6 +44,7 @@ from agentmesh.edge.keystore import load_or_create_identity
 from agentmesh.edge.probe import probe_capabilities
 from agentmesh.edge.rounds_host import ROUND_TYPES, RoundsHost, RoundsSettings
 from agentmesh.edge.state import StateStore
+from agentmesh.edge.tasks_host import TASK_TYPES, TasksHost, TasksSettings, override_capabilities
 from agentmesh.edge.transport import Address, QuicTransport, TransportClosed, TransportError
 
 log = logging.getLogger("agentmesh.agent")
@@ -82,6 +83,7 @@ class AgentConfig:
     discovery: bool = True
     membership: MembershipConfig | None = None
     rounds: RoundsSettings | None = None  # federated rounds (agent join --expect ...)
+    tasks: TasksSettings | None = None  # task distribution (agent join --tasks N)
     gateway_listen: tuple[str, int] | None = None  # agent join --gateway: UDP for MCUs
 
 
@@ -131,6 +133,7 @@ class Agent:
         self.machine: MembershipMachine | None = None
         self.discovery: MdnsDiscovery | None = None
         self.rounds: RoundsHost | None = None
+        self.tasks: TasksHost | None = None
         self.bridge = BridgeHost(self, config.gateway_listen)  # microcontrollers
         self.control = ControlServer(
             config.state_dir, {"status": self._status_command, "rounds": self._rounds_command}
@@ -175,6 +178,7 @@ class Agent:
         self.store.set_meta(_META_INCARNATION, str(incarnation))
         self._incarnation_persisted = incarnation
         caps = probe_capabilities(self.config.roles, address=advertised)
+        caps = override_capabilities(caps, self.config.tasks)  # labs and tests only
         self.machine = MembershipMachine(
             self.identity.peer_id,
             random.Random(os.urandom(16)),
@@ -187,6 +191,9 @@ class Agent:
         )
         if self.config.rounds is not None:
             self.rounds = RoundsHost(self, self.config.rounds)
+        if self.config.tasks is not None:
+            self.tasks = TasksHost(self, self.config.tasks)
+            self.tasks.start()
         self.machine.start(self.clock.now_ms())
         self._after_input()
         await self.bridge.start()
@@ -251,6 +258,8 @@ class Agent:
             self._save_snapshot()
         if self.rounds is not None:
             self.rounds.close()
+        if self.tasks is not None:
+            self.tasks.close()
         with contextlib.suppress(OSError):
             await self.control.close()
         await self.bridge.close()
@@ -295,6 +304,9 @@ class Agent:
             self.rounds.count_frame_in(len(payload))
             self.rounds.on_envelope(peer_id, envelope)
             self._wake.set()
+            return
+        if envelope.type_name in TASK_TYPES and self.tasks is not None:
+            self.tasks.on_envelope(peer_id, envelope)
             return
         if envelope.type_name in BRIDGED_TYPES:
             self.bridge.on_envelope(peer_id, envelope)

@@ -20,6 +20,7 @@ agent only constructs it, routes `tasks.*` frames to it and closes it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import concurrent.futures
@@ -31,7 +32,7 @@ import random
 import sqlite3
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ from agentmesh.core.consensus.messages import CertifiedBatch, StateReply
 from agentmesh.core.identity import verify_from_peer_id
 from agentmesh.core.learning.digits8 import initial_mlp_weights
 from agentmesh.core.membership import Capabilities
-from agentmesh.core.membership.capabilities import AdvertError
+from agentmesh.core.membership.capabilities import DEVICE_CLASSES, TRAINER_RUNTIMES, AdvertError
 from agentmesh.core.node import Event, Send
 from agentmesh.core.rounds.pbft_wire import PbftWireError, from_wire, to_wire
 from agentmesh.core.rounds.task import digits_split, flat_bytes, unflatten
@@ -108,7 +109,7 @@ CREATE TABLE IF NOT EXISTS tasks_pbft_log (
 """
 
 
-class TasksHostError(Exception):
+class TasksHostError(ValueError):
     """A task request this agent cannot serve; the message says why."""
 
 
@@ -121,21 +122,61 @@ class TasksSettings:
     runtime: str | None = None
     partition: int | None = None  # train kind: digits partition (default: rank among members)
     config: TasksConfig | None = None
+    advertise: dict[str, Any] = field(default_factory=dict)  # capability overrides (labs, tests)
 
 
-def override_capabilities(caps: Capabilities, text: str | None = None) -> Capabilities:
-    """`caps` with the fields named in $AGENTMESH_CAPABILITIES (JSON) replaced.
+def add_tasks_flags(join: argparse.ArgumentParser) -> None:
+    """`agent join` flags for task distribution (docs/tasks.md); off without --tasks."""
+    group = join.add_argument_group("tasks (on with --tasks)")
+    group.add_argument("--tasks", type=int, metavar="N",
+                       help="form the task committee once N members are alive")  # fmt: skip
+    group.add_argument("--tasks-committee-size", type=int, default=4, metavar="N",
+                       help="task committee size, 3f+1 (default 4)")  # fmt: skip
+    group.add_argument("--device-class", choices=DEVICE_CLASSES,
+                       help="advertise this device class (labs and tests)")  # fmt: skip
+    group.add_argument("--ram-mb", type=int, help="advertise this much RAM (labs and tests)")
+    group.add_argument("--accelerator", action="append", default=[],
+                       help="advertise an accelerator (repeatable; labs and tests)")  # fmt: skip
+    group.add_argument("--advertise-runtime", choices=TRAINER_RUNTIMES,
+                       help="advertise this trainer runtime (labs and tests)")  # fmt: skip
+
+
+def tasks_settings(args: argparse.Namespace) -> TasksSettings | None:
+    """TasksSettings from the join flags; None when --tasks is absent."""
+    if args.tasks is None:
+        return None
+    if args.tasks < 1 or args.tasks_committee_size < 1:
+        raise ValueError("--tasks and --tasks-committee-size must be >= 1")
+    advertise: dict[str, Any] = {}
+    if args.device_class:
+        advertise["device_class"] = args.device_class
+    if args.ram_mb is not None:
+        advertise["ram_total_mb"] = args.ram_mb
+    if args.accelerator:
+        advertise["accelerators"] = list(args.accelerator)
+    if args.advertise_runtime:
+        advertise["trainer_runtime"] = args.advertise_runtime
+    return TasksSettings(args.tasks, args.tasks_committee_size, runtime=args.runtime,
+                         advertise=advertise)  # fmt: skip
+
+
+def override_capabilities(
+    caps: Capabilities, settings: TasksSettings | None = None, text: str | None = None
+) -> Capabilities:
+    """`caps` with the fields of $AGENTMESH_CAPABILITIES (JSON) and the join flags replaced.
 
     For tests and labs: advertise a device class, RAM or accelerator this host
     does not have, e.g. '{"device_class": "edge", "ram_total_mb": 2048}'.
     """
     raw = os.environ.get(CAPABILITIES_ENV) if text is None else text
-    if not raw:
-        return caps
     try:
-        wanted = json.loads(raw)
+        wanted = json.loads(raw) if raw else {}
     except json.JSONDecodeError as error:
         raise TasksHostError(f"{CAPABILITIES_ENV} is not JSON: {error}") from None
+    if isinstance(wanted, dict) and settings is not None:
+        wanted.update(settings.advertise)
+    if not wanted:
+        return caps
     if not isinstance(wanted, dict) or not all(
         key in _OVERRIDABLE and isinstance(value, _OVERRIDABLE[key])
         for key, value in wanted.items()
@@ -177,6 +218,8 @@ class TasksHost:
         self.fetches: dict[bytes, asyncio.Future[bytes]] = {}
         self.submitted_ms: dict[bytes, int] = {}
         self.finished_ms: dict[bytes, int] = {}
+        self.ordered_ms: dict[bytes, int] = {}  # own submissions: when the submit was decided
+        self._unordered: dict[bytes, None] = {}
         self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._training_data: Any = None
         self._unwritten: list[Any] = []
@@ -213,7 +256,7 @@ class TasksHost:
 
     def _own_capabilities(self) -> Capabilities:
         caps = probe_capabilities(self.agent.config.roles, address=None)
-        return replace(override_capabilities(caps), address=None)
+        return replace(override_capabilities(caps, self.settings), address=None)
 
     def _maybe_form(self, members: list[dict[str, Any]]) -> None:
         alive = [m for m in members if m["state"] == "alive"]
@@ -352,7 +395,11 @@ class TasksHost:
             for peer in genesis.members:
                 if peer not in genesis.committee:
                     self._send_pbft(peer, push)
-        machine.on_decided(entries, self.agent.clock.now_ms())
+        now = self.agent.clock.now_ms()
+        machine.on_decided(entries, now)
+        for task_id in [t for t in self._unordered if t in machine.board.tasks]:
+            del self._unordered[task_id]
+            self.ordered_ms[task_id] = now
 
     def _machine_output(self, item: Send | Event) -> None:
         if isinstance(item, Send):
@@ -527,6 +574,8 @@ class TasksHost:
                               verifiable=bool(request.get("verifiable", False)),
                               deadline_ms=request.get("deadline_ms"))  # fmt: skip
         self.submitted_ms[spec.task_id] = now
+        if len(self._unordered) < self.config.open_tasks_max:
+            self._unordered[spec.task_id] = None
         self.drain()
         return {"task_id": spec.task_id.hex(), **spec.to_json()}
 
@@ -601,6 +650,7 @@ class TasksHost:
             "slots": slots,
             "output_digest": record.output_digest.hex() if record.output_digest else None,
             "submitted_ms": submitted,
+            "ordered_ms": self.ordered_ms.get(record.task_id),
             "finished_ms": finished,
             "latency_ms": None if submitted is None or finished is None else finished - submitted,
         }

@@ -22,6 +22,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "consensus": ("agentmesh.tools.bench.consensus", "PBFT decisions/s, commit latency: sim+QUIC"),
     "round": ("agentmesh.tools.bench.round", "FL round, 8 real agents: time, overhead, bytes, RSS"),
     "gateway": ("agentmesh.tools.bench.gateway", "MCU bridge: msgs/s, 100 devices, added latency"),
+    "tasks": ("agentmesh.tools.bench.tasks", "tasks over real agents: tasks/s, p50/p99 latency"),
 }
 
 
