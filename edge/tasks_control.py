@@ -90,8 +90,8 @@ class TasksControl:
                               verifiable=bool(request.get("verifiable", False)),
                               deadline_ms=_optional_int(request.get("deadline_ms")))  # fmt: skip
         self.host.submitted_ms[spec.task_id] = now
-        if len(self.host._unordered) < self.host.config.open_tasks_max:
-            self.host._unordered[spec.task_id] = None
+        if len(self.host.unordered) < self.host.config.open_tasks_max:
+            self.host.unordered[spec.task_id] = spec
         self.host.drain()
         return {"task_id": spec.task_id.hex(), **spec.to_json()}
 
@@ -123,6 +123,7 @@ class TasksControl:
         if not prefix or len(prefix) > 64 or any(c not in "0123456789abcdef" for c in prefix):
             raise TasksHostError("a task id is 1..64 lowercase hex characters (a prefix will do)")
         found = machine.task_ids_by_prefix(prefix)
+        found += [t for t in self.host.unordered if t.hex().startswith(prefix)][:2]
         if len(found) != 1:
             raise TasksHostError(f"{'no' if not found else 'more than one'} task matches {prefix}")
         return found[0]
@@ -130,16 +131,27 @@ class TasksControl:
     async def _wait(self, task_id: bytes, timeout_s: float) -> None:
         machine = self._ready()
         record = machine.board.tasks.get(task_id)
-        if record is None or record.status != OPEN:
+        if record is None and task_id not in self.host.unordered:
             return
-        waiter = asyncio.get_running_loop().create_future()
-        self.host.waiters.setdefault(task_id, []).append(waiter)
-        with contextlib.suppress(TimeoutError):
+        if record is not None and record.status != OPEN:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self.host.waiters.setdefault(task_id, [])
+        waiting.append(waiter)
+        try:
             await asyncio.wait_for(waiter, min(max(timeout_s, 0.0), _WAIT_S_MAX))
+        except TimeoutError:
+            with contextlib.suppress(ValueError):
+                waiting.remove(waiter)
 
     def _status(self, task_id: bytes) -> dict[str, Any]:
         machine = self._ready()
-        return self._record_json(machine.board.tasks[task_id], full=True)
+        record = machine.board.tasks.get(task_id)
+        if record is None:  # submitted here, not decided yet
+            spec = self.host.unordered[task_id]
+            return {"task_id": task_id.hex(), "status": "submitted", "reason": "", **spec.to_json(),
+                    "slots": [], "submitted_ms": self.host.submitted_ms.get(task_id)}  # fmt: skip
+        return self._record_json(record, full=True)
 
     def _record_json(self, record: TaskRecord, full: bool) -> dict[str, Any]:
         submitted = self.host.submitted_ms.get(record.task_id)

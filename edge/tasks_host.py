@@ -51,6 +51,7 @@ from agentmesh.core.tasks import (
     TasksConfig,
     TasksGenesis,
     TasksMachine,
+    TaskSpec,
     entry_validator,
     tasks_genesis,
 )
@@ -208,7 +209,7 @@ class TasksHost:
         self.submitted_ms: dict[bytes, int] = {}
         self.finished_ms: dict[bytes, int] = {}
         self.ordered_ms: dict[bytes, int] = {}  # own submissions: when the submit was decided
-        self._unordered: dict[bytes, None] = {}
+        self.unordered: dict[bytes, TaskSpec] = {}  # own submissions not decided yet
         self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._training_data: Any = None
         self._unwritten: list[Any] = []
@@ -386,8 +387,8 @@ class TasksHost:
                     self._send_pbft(peer, push)
         now = self.agent.clock.now_ms()
         machine.on_decided(entries, now)
-        for task_id in [t for t in self._unordered if t in machine.board.tasks]:
-            del self._unordered[task_id]
+        for task_id in [t for t in self.unordered if t in machine.board.tasks]:
+            del self.unordered[task_id]
             self.ordered_ms[task_id] = now
 
     def _machine_output(self, item: Send | Event) -> None:
