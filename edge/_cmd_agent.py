@@ -25,6 +25,7 @@ from agentmesh.edge.tasks_host import add_tasks_flags, tasks_settings
 from agentmesh.edge.trainer import RUNTIMES
 
 MESH_KEY_ENV = "AGENTMESH_MESH_KEY"
+DEFAULT_PORT = 7447  # UDP, QUIC
 STATE_DIR_ENV = "AGENTMESH_STATE_DIR"
 _MESH_KEY_BYTES_MIN = 16
 
@@ -73,7 +74,7 @@ def register(subparsers: Any) -> None:
         type=host_port,
         metavar="HOST:PORT",
         help="QUIC listen address "
-        "(default 0.0.0.0 on an ephemeral port; 127.0.0.1 with --loopback)",
+        f"(default 0.0.0.0:{DEFAULT_PORT}; 127.0.0.1 on any free port with --loopback)",
     )
     join.add_argument(
         "--peer",
@@ -274,7 +275,9 @@ def _join(args: argparse.Namespace) -> int:
         logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's per-connection chatter
     try:
         peers = list(args.peer) + _config_peers(args.config)
-        listen = args.listen or (("127.0.0.1" if args.loopback else "0.0.0.0"), 0)
+        # A device listens on a well-known port so peers across networks can name it
+        # in --peer; local meshes (--loopback) run many agents per host, so any port.
+        listen = args.listen or (("127.0.0.1", 0) if args.loopback else ("0.0.0.0", DEFAULT_PORT))
         config = AgentConfig(
             state_dir=args.state_dir or default_state_dir(),
             mesh=args.mesh,
