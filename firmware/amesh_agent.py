@@ -98,8 +98,10 @@ class Agent:
 
     async def receive_loop(self):
         sock = self.sock
+        # A serial link (amesh_serial.SerialSock) is polled through its stream.
+        stream = getattr(sock, "stream", sock)
         while True:
-            await readable(sock)
+            await readable(stream)
             # Drain what is queued. recv, not the stream read/readinto of asyncio,
             # which concatenate datagrams to fill their buffer.
             for _ in range(16):
@@ -180,6 +182,9 @@ def open_socket(gateway):
 def start(cfg, config_path):
     import binascii
 
+    serial = None
+    if cfg.get("link", "udp") == "serial":
+        import amesh_serial as serial  # before the big allocations: compiling needs heap
     # Heap kept free for datagrams, decoding and inference.
     reserve = cfg.get("heap_reserve_bytes", 14336)
     slot = ModelSlot(allocate_blocks(cfg.get("params_max", 10000), reserve))
@@ -190,6 +195,10 @@ def start(cfg, config_path):
         cfg.get("counter_step", 100),
     )
     link = wire.Link(cfg["device_id"], key, board.random_bytes(8), counters)
-    agent = Agent(cfg, link, slot, open_socket(cfg["gateway"]))
+    if serial is not None:
+        sock = serial.open_serial(cfg, wire.DATAGRAM_MAX)
+    else:
+        sock = open_socket(cfg["gateway"])
+    agent = Agent(cfg, link, slot, sock)
     log("device", cfg["device_id"], "params_max", slot.params_max, "free", board.mem_free())
     asyncio.run(agent.run(cfg.get("run_ms", 0)))

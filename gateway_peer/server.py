@@ -28,6 +28,7 @@ from agentmesh.gateway_peer.limits import DEFAULT_GATEWAY_LIMITS, GatewayLimits
 from agentmesh.gateway_peer.machine import GatewayMachine
 from agentmesh.gateway_peer.model import MlpModel
 from agentmesh.gateway_peer.registry import DeviceRegistry
+from agentmesh.gateway_peer.serial_link import ADDRESS_PREFIX, SerialLink
 
 TICK_MS_MAX = 50
 EventHook = Callable[[Event], None]
@@ -71,6 +72,7 @@ class GatewayServer:
         event_hook: EventHook | None = None,
         rng: random.Random | None = None,
         receive_buffer_bytes: int | None = None,
+        serial_paths: tuple[str, ...] = (),
     ) -> None:
         self.state_dir = Path(state_dir)
         self.listen = listen
@@ -86,6 +88,14 @@ class GatewayServer:
         self._transport: asyncio.DatagramTransport | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # Serial lines feed the same machine; their address is "serial:PATH".
+        self.serial_links = {
+            link.address: link
+            for link in (
+                SerialLink(path, self.on_datagram, limits.datagram_bytes_max)
+                for path in serial_paths
+            )
+        }
 
     @property
     def peer_id(self) -> str:
@@ -104,6 +114,8 @@ class GatewayServer:
                 socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer_bytes
             )
         self.machine.start(monotonic_ms())
+        for link in self.serial_links.values():
+            link.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="gateway-tick")
         host, port = transport.get_extra_info("sockname")[:2]
         return str(host), int(port)
@@ -115,6 +127,8 @@ class GatewayServer:
                 await self._ticker
         if self._transport is not None:
             self._transport.close()
+        for link in self.serial_links.values():
+            await link.close()
         self.registry.save_counters(self.machine.take_counter_updates())
         self.registry.close()
 
@@ -134,7 +148,11 @@ class GatewayServer:
     def _drain(self) -> None:
         for item in self.machine.take_outbox():
             if isinstance(item, Send):
-                if self._transport is not None:
+                if item.to.startswith(ADDRESS_PREFIX):
+                    link = self.serial_links.get(item.to)
+                    if link is not None:
+                        link.send(item.message)
+                elif self._transport is not None:
                     self._transport.sendto(item.message, parse_host_port(item.to))
             else:
                 self._deliver(item)
@@ -185,6 +203,9 @@ class GatewayServer:
     def devices_status(self) -> list[dict[str, Any]]:
         status: list[dict[str, Any]] = self.machine.devices_status()
         return status
+
+    def serial_status(self) -> list[dict[str, Any]]:
+        return [link.status() for link in self.serial_links.values()]
 
     def counters(self) -> dict[str, int]:
         return dict(self.machine.counters)

