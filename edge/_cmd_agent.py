@@ -17,7 +17,12 @@ from agentmesh.core.membership.capabilities import ROLES
 from agentmesh.core.rounds import RULES, RuleConfig
 from agentmesh.edge.agent import Agent, AgentConfig, AgentError, make_invite
 from agentmesh.edge.control import ControlError, request
-from agentmesh.edge.gateway_host import add_gateway_flags, bridged_mark, gateway_listen_from
+from agentmesh.edge.gateway_host import (
+    add_gateway_flags,
+    bridged_mark,
+    gateway_listen_from,
+    gateway_serial_from,
+)
 from agentmesh.edge.keystore import KeystoreError
 from agentmesh.edge.rounds_host import POISONS, RoundsSettings
 from agentmesh.edge.state import StateError
@@ -293,6 +298,7 @@ def _join(args: argparse.Namespace) -> int:
             rounds=rounds_settings(args),
             tasks=tasks_settings(args),
             gateway_listen=gateway_listen_from(args),
+            gateway_serial=gateway_serial_from(args),
         )
         return asyncio.run(_run_agent(config))
     except (AgentError, KeystoreError, StateError, AdmissionRejected, ValueError, OSError) as error:

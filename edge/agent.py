@@ -85,6 +85,7 @@ class AgentConfig:
     rounds: RoundsSettings | None = None  # federated rounds (agent join --expect ...)
     tasks: TasksSettings | None = None  # task distribution (agent join --tasks N)
     gateway_listen: tuple[str, int] | None = None  # agent join --gateway: UDP for MCUs
+    gateway_serial: tuple[str, ...] = ()  # agent join --gateway --mcu-serial: tty paths
 
 
 class HostClock:
@@ -134,7 +135,7 @@ class Agent:
         self.discovery: MdnsDiscovery | None = None
         self.rounds: RoundsHost | None = None
         self.tasks: TasksHost | None = None
-        self.bridge = BridgeHost(self, config.gateway_listen)  # microcontrollers
+        self.bridge = BridgeHost(self, config.gateway_listen, config.gateway_serial)
         self.control = ControlServer(
             config.state_dir, {"status": self._status_command, "rounds": self._rounds_command}
         )

@@ -70,6 +70,14 @@ def add_gateway_flags(join: argparse.ArgumentParser) -> None:
         help=f"UDP address for microcontrollers (default 0.0.0.0:{MCU_PORT_DEFAULT}; "
         "127.0.0.1 with --loopback)",
     )
+    group.add_argument(
+        "--mcu-serial",
+        action="append",
+        default=[],
+        metavar="DEVICE",
+        help="also accept microcontrollers on this serial line (SLIP-framed, 115200 8N1; "
+        "repeatable), e.g. /dev/ttyUSB0",
+    )
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -91,6 +99,16 @@ def gateway_listen_from(args: argparse.Namespace) -> tuple[str, int] | None:
     return ("127.0.0.1" if args.loopback else "0.0.0.0", MCU_PORT_DEFAULT)
 
 
+def gateway_serial_from(args: argparse.Namespace) -> tuple[str, ...]:
+    """The serial lines (--mcu-serial) the gateway reads; () without any."""
+    paths = tuple(getattr(args, "mcu_serial", None) or ())
+    if paths and not args.gateway:
+        raise ValueError("--mcu-serial needs --gateway")
+    if len(set(paths)) != len(paths):
+        raise ValueError("--mcu-serial: the same device given twice")
+    return paths
+
+
 class BridgeHost:
     """The bridge of one agent: gateway side when configured, receiver side always."""
 
@@ -98,10 +116,12 @@ class BridgeHost:
         self,
         agent: Agent,
         listen: tuple[str, int] | None,
+        serial_paths: tuple[str, ...] = (),
         limits: BridgeLimits = DEFAULT_BRIDGE_LIMITS,
     ) -> None:
         self.agent = agent
         self.listen = listen
+        self.serial_paths = serial_paths
         self.limits = limits
         self.view = BridgedView(
             agent.identity.peer_id, self._is_live_member, self._is_member, limits
@@ -131,11 +151,14 @@ class BridgeHost:
                     self.listen,
                     identity=self.agent.identity,
                     event_hook=self._on_gateway_event,
+                    serial_paths=self.serial_paths,
                 )
             except RegistryError as error:
                 raise AgentError(f"gateway device registry: {error}") from None
             self.mcu_address = await self.server.start()
             log.info("gateway: microcontrollers on udp %s:%d", *self.mcu_address)
+            for path in self.serial_paths:
+                log.info("gateway: microcontrollers on serial %s", path)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="bridge")
 
     async def close(self) -> None:
@@ -257,6 +280,7 @@ class BridgeHost:
                 "mcu_listen": "{}:{}".format(*self.mcu_address),
                 "devices": _count_states(self.server.devices_status()),
                 "counters": self.server.counters(),
+                "mcu_serial": self.server.serial_status(),
             }
         return status
 

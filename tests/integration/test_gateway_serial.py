@@ -11,11 +11,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agentmesh.edge.control import ControlError, request
+from agentmesh.edge.gateway_host import gateway_serial_from
 from agentmesh.gateway_peer.device_sim import SimulatedDevice
 from agentmesh.gateway_peer.serial_link import END, ESC, SlipDecoder, slip_encode
 from agentmesh.gateway_peer.server import GatewayServer
@@ -201,3 +205,88 @@ def test_firmware_over_a_pty_is_authenticated_and_survives_garbage(
 ) -> None:
     micropython()
     asyncio.run(serial_scenario(tmp_path, *pty_pair))
+
+
+# ---------------------------------------------------------------- agent join --mcu-serial
+
+AGENT = [sys.executable, "-m", "agentmesh.edge"]
+
+
+def agent_status(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        result: dict[str, Any] = asyncio.run(request(state_dir, "status"))
+    except (ControlError, OSError):
+        return None
+    return result
+
+
+def test_agent_join_mcu_serial_bridges_the_firmware(
+    tmp_path: Path, pty_pair: tuple[str, str]
+) -> None:
+    gateway_end, device_end = pty_pair
+    state_dir, bundle = tmp_path / "gateway", tmp_path / "mcu-tty"
+    build = subprocess.run(
+        [*AGENT, "firmware", "build", "--device-id", "mcu-tty", "--out", str(bundle),
+         "--gateway", "127.0.0.1:9", "--state-dir", str(state_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout + build.stderr
+    config_path = bundle / "amesh_config.json"
+    config = json.loads(config_path.read_text())
+    config.update(link="serial", serial_path=device_end, heartbeat_ms=1000)
+    config_path.write_text(json.dumps(config))
+    log_path = tmp_path / "agent.log"
+    with log_path.open("wb") as log:
+        agent = subprocess.Popen(
+            [*AGENT, "join", "--loopback", "--admission", "open", "--no-mdns",
+             "--mesh", f"serial-{uuid.uuid4().hex[:8]}", "--state-dir", str(state_dir),
+             "--gateway", "--mcu-serial", gateway_end],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    firmware = subprocess.Popen(
+        [micropython(), "-X", "heapsize=64k", str(FIRMWARE / "main.py"), str(config_path)],
+        env=mpy_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        found: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            found = agent_status(state_dir)
+            members = (found or {}).get("members", [])
+            if any(m.get("device_id") == "mcu-tty" for m in members):
+                break
+            assert agent.poll() is None, log_path.read_text(errors="replace")
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"device not listed: {found}\n{log_path.read_text()}")
+        assert found is not None
+        (line,) = found["self"]["gateway"]["mcu_serial"]
+        assert line["path"] == gateway_end and line["open"] is True
+        assert line["counters"]["frames"] >= 1
+        (member,) = [m for m in found["members"] if m.get("device_id") == "mcu-tty"]
+        assert member["bridged_via"] == found["self"]["peer_id"]
+    finally:
+        firmware.kill()
+        firmware.wait(5)
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(10)
+
+
+def test_mcu_serial_flag_needs_gateway_and_distinct_devices() -> None:
+    from agentmesh.edge.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["join", "--mcu-serial", "/dev/ttyUSB0"])
+    with pytest.raises(ValueError, match="needs --gateway"):
+        gateway_serial_from(args)
+    args = parser.parse_args(
+        ["join", "--gateway", "--mcu-serial", "/dev/a", "--mcu-serial", "/dev/a"]
+    )
+    with pytest.raises(ValueError, match="twice"):
+        gateway_serial_from(args)
+    args = parser.parse_args(
+        ["join", "--gateway", "--mcu-serial", "/dev/a", "--mcu-serial", "/dev/b"]
+    )
+    assert gateway_serial_from(args) == ("/dev/a", "/dev/b")
