@@ -83,7 +83,7 @@ def default_entry_validator(entry: Entry) -> bool:
     return True
 
 
-class ReplicaCore(MachineBase):  # type: ignore[misc]  # mypy cannot follow the editable agentmesh mapping
+class ReplicaCore(MachineBase):
     """State and normal-case protocol; view change and state transfer are mixed in."""
 
     def __init__(

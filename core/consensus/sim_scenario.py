@@ -116,7 +116,7 @@ def draw_plan(nodes: int, rng: random.Random, attack: str | None = None) -> BftP
     return plan
 
 
-class BftChecks(ScenarioHooks):  # type: ignore[misc]  # mypy cannot follow the editable mapping
+class BftChecks(ScenarioHooks):
     """Safety on every decision; liveness at the end."""
 
     def __init__(self, plan: BftPlan, keyring: FakeKeyring, genesis: Committee) -> None:

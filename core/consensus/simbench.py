@@ -106,7 +106,7 @@ class SimFigures:
     deliveries_per_batch: float
 
 
-class _Recorder(SimHooks):  # type: ignore[misc]  # mypy cannot follow the editable mapping
+class _Recorder(SimHooks):
     def __init__(self, watch: str) -> None:
         self.watch = watch
         self.sim: Simulation | None = None
