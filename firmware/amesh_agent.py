@@ -182,9 +182,14 @@ def open_socket(gateway):
 def start(cfg, config_path):
     import binascii
 
-    serial = None
+    sock = None
     if cfg.get("link", "udp") == "serial":
-        import amesh_serial as serial  # before the big allocations: compiling needs heap
+        # Before the model blocks: compiling needs heap, and the frame buffer then
+        # comes out of the blocks rather than out of the reserve.
+        import amesh_serial
+
+        gc.collect()
+        sock = amesh_serial.open_serial(cfg, wire.DATAGRAM_MAX)
     # Heap kept free for datagrams, decoding and inference.
     reserve = cfg.get("heap_reserve_bytes", 14336)
     slot = ModelSlot(allocate_blocks(cfg.get("params_max", 10000), reserve))
@@ -195,9 +200,7 @@ def start(cfg, config_path):
         cfg.get("counter_step", 100),
     )
     link = wire.Link(cfg["device_id"], key, board.random_bytes(8), counters)
-    if serial is not None:
-        sock = serial.open_serial(cfg, wire.DATAGRAM_MAX)
-    else:
+    if sock is None:
         sock = open_socket(cfg["gateway"])
     agent = Agent(cfg, link, slot, sock)
     log("device", cfg["device_id"], "params_max", slot.params_max, "free", board.mem_free())

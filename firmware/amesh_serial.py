@@ -9,6 +9,26 @@ ESC = 0xDB
 ESC_END = 0xDC
 ESC_ESC = 0xDD
 READ_BUDGET = 512  # bytes per recv() call, so one call never starves the scheduler
+_END = bytes([END])
+_ESCAPED_END = bytes([ESC, ESC_END])
+_ESCAPED_ESC = bytes([ESC, ESC_ESC])
+
+
+def write_framed(stream, frame):
+    """encode(frame) written in runs: no growing buffer to fragment a small heap."""
+    view = memoryview(frame)
+    stream.write(_END)
+    start = 0
+    for i in range(len(frame)):
+        byte = frame[i]
+        if byte == END or byte == ESC:
+            if i > start:
+                stream.write(view[start:i])
+            stream.write(_ESCAPED_END if byte == END else _ESCAPED_ESC)
+            start = i + 1
+    if len(frame) > start:
+        stream.write(view[start:])
+    stream.write(_END)
 
 
 def encode(frame):
@@ -40,15 +60,14 @@ class Decoder:
     def feed(self, byte):
         """A complete frame (bytes) when `byte` ends one, else None."""
         if byte == END:
-            frame = None
-            if self.n and not self.discarding and not self.escaped:
-                frame = bytes(self.buf[: self.n])
-            elif self.escaped and not self.discarding:
+            n = self.n if not (self.discarding or self.escaped) else 0
+            if self.escaped and not self.discarding:
                 self.dropped += 1
+            # Reset before allocating: a MemoryError below loses this frame only.
             self.n = 0
             self.escaped = False
             self.discarding = False
-            return frame
+            return bytes(memoryview(self.buf)[:n]) if n else None  # one copy, not two
         if self.discarding:
             return None
         if self.escaped:
@@ -81,7 +100,8 @@ class SerialSock:
     def __init__(self, stream, size_max):
         self.stream = stream  # what the asyncio scheduler polls
         self.decoder = Decoder(size_max)
-        self.pending = b""
+        self.chunk = bytearray(64)  # reads land here: no allocation per byte
+        self.filled = 0
         self.at = 0
         self.poller = None
         if not hasattr(stream, "any"):
@@ -89,32 +109,32 @@ class SerialSock:
 
             self.poller = select.poll()
             self.poller.register(stream, select.POLLIN)
+            self.one = memoryview(self.chunk)[:1]
 
     def send(self, datagram):
-        self.stream.write(encode(datagram))
+        write_framed(self.stream, datagram)
 
     def _more(self):
         # UART.any() says how much is buffered; a unix tty file would block on a
         # short read, so there it is one byte per poll.
         if self.poller is None:
             count = self.stream.any()
-            return self.stream.read(min(count, 64)) if count else None
-        if self.poller.poll(0):
-            return self.stream.read(1)
-        return None
+            return self.stream.readinto(self.chunk, min(count, 64)) or 0 if count else 0
+        for _ in self.poller.ipoll(0):  # ipoll: no list allocated per byte
+            return self.stream.readinto(self.one) or 0
+        return 0
 
     def recv(self, size_max):
         decoder = self.decoder
         budget = READ_BUDGET
         while budget > 0:
-            if self.at >= len(self.pending):
-                data = self._more()
-                if not data:
-                    break
-                self.pending = data
+            if self.at >= self.filled:
+                self.filled = self._more()
                 self.at = 0
-            while self.at < len(self.pending):
-                byte = self.pending[self.at]
+                if not self.filled:
+                    break
+            while self.at < self.filled:
+                byte = self.chunk[self.at]
                 self.at += 1
                 budget -= 1
                 frame = decoder.feed(byte)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from agentmesh.core.node import Event
 from agentmesh.edge.control import ControlError, request
 from agentmesh.edge.gateway_host import gateway_serial_from
 from agentmesh.gateway_peer.device_sim import SimulatedDevice
@@ -70,6 +71,10 @@ def test_micropython_framing_matches_cpython() -> None:
         "d = s.Decoder(1400)\n"
         f"out = [f for f in (d.feed(b) for b in {noisy!r}) if f is not None]\n"
         "print([f.hex() for f in out], d.dropped)\n"
+        "import io\n"
+        "w = io.BytesIO()\n"
+        f"s.write_framed(w, {bytes([END, 1, ESC, 2, END])!r})\n"
+        "print(w.getvalue().hex())\n"
     )
     result = subprocess.run(
         [micropython(), "-X", "heapsize=64k", "-c", source],
@@ -80,7 +85,8 @@ def test_micropython_framing_matches_cpython() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    encoded_hex, decoded = result.stdout.strip().splitlines()
+    encoded_hex, decoded, written_hex = result.stdout.strip().splitlines()
+    assert bytes.fromhex(written_hex) == slip_encode(bytes([END, 1, ESC, 2, END]))
     assert bytes.fromhex(encoded_hex) == slip_encode(bytes(range(256)))
     assert decoded == str([p.hex() for p in payloads]) + " 2"  # bad escape + oversize
 
@@ -110,6 +116,12 @@ def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     process.wait(5)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[:4096]) :]
+
+
 async def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -119,7 +131,10 @@ async def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> 
 
 
 async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> None:
-    server = GatewayServer(tmp_path / "gw", ("127.0.0.1", 0), serial_paths=(gateway_end,))
+    events: list[Event] = []
+    server = GatewayServer(
+        tmp_path / "gw", ("127.0.0.1", 0), serial_paths=(gateway_end,), event_hook=events.append
+    )
     udp_address = await server.start()
     key = server.registry.provision("mcu-serial", 0)
     config = tmp_path / "amesh_config.json"
@@ -132,7 +147,6 @@ async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> 
                 "serial_path": device_end,
                 "heartbeat_ms": 500,
                 "reading_ms": 300,
-                "params_max": 2_000,
             }
         )
     )
@@ -164,11 +178,10 @@ async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> 
         )
 
         # Garbage: noise with a bad escape, an oversize run, then a flood of short frames.
-        os.write(line, bytes([END]) + b"\x00junk" + bytes([ESC, 0x42]) + bytes([END]))
-        os.write(line, bytes([0x55]) * 3000 + bytes([END]))
-        flood = slip_encode(b"\x01" * 40) * 600
-        for start in range(0, len(flood), 4096):
-            os.write(line, flood[start : start + 4096])
+        noise = bytes([END]) + b"\x00junk" + bytes([ESC, 0x42]) + bytes([END])
+        noise += bytes([0x55]) * 3000 + bytes([END]) + slip_encode(b"\x01" * 40) * 600
+        # In a thread: the pty holds a few KB, and the gateway reads on this loop.
+        writer = asyncio.create_task(asyncio.to_thread(write_all, line, noise))
         # A UDP device keeps being served meanwhile.
         sock.sendto(udp_device.hello(), udp_address)
         loop = asyncio.get_running_loop()
@@ -176,6 +189,7 @@ async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> 
         udp_device.handle(await asyncio.wait_for(loop.sock_recv(sock, 2048), 5))
         assert udp_device.welcomed_by == server.peer_id
 
+        await asyncio.wait_for(writer, 10)
         await wait_until(lambda: link.counters["rate_limited"] > 0, 5, "the flood limited")
         assert link.decoder.counters["bad_escapes"] >= 1
         assert link.decoder.counters["oversize_frames"] >= 1
@@ -192,6 +206,7 @@ async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> 
         sock.close()
         firmware.kill()
         output = firmware.communicate(timeout=5)[0].decode(errors="replace")
+        print("firmware:", output, "\nlink:", link.status(), "\ngateway:", server.counters())
         await server.close()
     assert "Traceback" not in output, output
 
