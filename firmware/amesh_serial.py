@@ -58,7 +58,7 @@ class Decoder:
         self.dropped = 0  # frames dropped by the framing (resyncs)
 
     def feed(self, byte):
-        """A complete frame (bytes) when `byte` ends one, else None."""
+        """A complete frame (memoryview) when `byte` ends one, else None."""
         if byte == END:
             n = self.n if not (self.discarding or self.escaped) else 0
             if self.escaped and not self.discarding:
@@ -67,7 +67,9 @@ class Decoder:
             self.n = 0
             self.escaped = False
             self.discarding = False
-            return bytes(memoryview(self.buf)[:n]) if n else None  # one copy, not two
+            # A view, not a copy: valid until the next feed (the agent handles a frame
+            # before reading on), and wire.open's slices of it cost nothing.
+            return memoryview(self.buf)[:n] if n else None
         if self.discarding:
             return None
         if self.escaped:

@@ -69,7 +69,7 @@ def test_micropython_framing_matches_cpython() -> None:
         "import amesh_serial as s\n"
         f"print(bytes(s.encode({bytes(range(256))!r})).hex())\n"
         "d = s.Decoder(1400)\n"
-        f"out = [f for f in (d.feed(b) for b in {noisy!r}) if f is not None]\n"
+        f"out = [bytes(f) for f in (d.feed(b) for b in {noisy!r}) if f is not None]\n"
         "print([f.hex() for f in out], d.dropped)\n"
         "import io\n"
         "w = io.BytesIO()\n"
