@@ -29,6 +29,7 @@ FIRMWARE_FILES = (
     "amesh_hmac.py",
     "amesh_mlp.py",
     "amesh_wire.py",
+    "amesh_serial.py",
 )
 
 
