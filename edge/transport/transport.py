@@ -45,6 +45,10 @@ _CONNECTIONS_PER_PEER_MAX = 4
 # QUIC's own idle timer is a backstop for dead peers; the transport closes idle
 # connections itself (with CONNECTION_CLOSE, so the peer knows at once).
 _QUIC_IDLE_FACTOR = 2.0
+# Simultaneous dials complete within a handshake of each other; a peer that dials
+# us later than this while our own connection to it stands has lost that
+# connection (it restarted), so ours is dead and must not stay preferred.
+_SIMULTANEOUS_DIAL_WINDOW_S = 2.0
 
 Address = tuple[str, int]
 
@@ -117,6 +121,7 @@ class QuicTransport:
         self._blob_bytes_reserved = 0
         self._server_config: QuicConfiguration | None = None
         self._sweep: asyncio.TimerHandle | None = None
+        self._ready_at: dict[PeerConnection, float] = {}
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -416,6 +421,10 @@ class QuicTransport:
         peer_id = connection.peer_id
         assert peer_id is not None
         connections = self._ready.setdefault(peer_id, [])
+        now_s = asyncio.get_running_loop().time()
+        self._drop_connections_the_peer_lost(connection, connections, now_s)
+        connections = self._ready.setdefault(peer_id, [])  # closing may have dropped the list
+        self._ready_at[connection] = now_s
         connections.append(connection)
         while len(connections) > _CONNECTIONS_PER_PEER_MAX:
             connections[0].close("too many connections to one peer")
@@ -423,7 +432,25 @@ class QuicTransport:
         self._peer_state(peer_id)
         self.count("connections_ready")
 
+    def _drop_connections_the_peer_lost(
+        self, new: PeerConnection, connections: list[PeerConnection], now_s: float
+    ) -> None:
+        """The peer dialed against the tie-break rule long after our own connection
+        to it was ready: it no longer has that connection (a restart), so close it."""
+        assert new.peer_id is not None
+        we_dial = self.identity.peer_id < new.peer_id
+        if new.is_client == we_dial:
+            return  # dialed by the side the rule prefers: nothing contradicts it
+        for old in list(connections):
+            ready_at = self._ready_at.get(old, now_s)
+            if old.is_client == we_dial and now_s - ready_at > _SIMULTANEOUS_DIAL_WINDOW_S:
+                self.count("connections_lost_by_peer")
+                old.close("peer dialed again: it lost this connection")
+                if old in connections:
+                    connections.remove(old)
+
     def connection_closed(self, connection: PeerConnection) -> None:
+        self._ready_at.pop(connection, None)
         peer_id = connection.peer_id
         if peer_id is None:
             return

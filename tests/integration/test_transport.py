@@ -413,3 +413,35 @@ def test_close_during_a_pending_dial_raises_transport_closed() -> None:
         silent[0].close()
 
     run(scenario)
+
+
+def test_a_restarted_peer_is_reached_on_its_new_connection() -> None:
+    # The peer with the smaller id dialed first; the other then dies without a
+    # CONNECTION_CLOSE (kill -9) and comes back with the same identity and dials in.
+    ids = sorted((identity(50), identity(51)), key=lambda i: i.peer_id)
+    small, large = ids
+
+    async def scenario() -> bytes:
+        a = QuicTransport(small, "127.0.0.1", 0)
+        b = QuicTransport(large, "127.0.0.1", 0)
+        await a.start()
+        await b.start()
+        await a.send(large.peer_id, b"hello", address=b.local_address)
+        assert (await b.receive()).payload == b"hello"
+        assert b._udp is not None
+        b._udp.close()  # the process vanishes: no CONNECTION_CLOSE reaches `a`
+        await asyncio.sleep(2.2)  # longer than a simultaneous-dial window
+        b2 = QuicTransport(large, "127.0.0.1", 0)
+        await b2.start()
+        try:
+            await b2.send(small.peer_id, b"back again", address=a.local_address)
+            assert (await a.receive()).payload == b"back again"
+            await a.send(large.peer_id, b"welcome")
+            reply = await asyncio.wait_for(b2.receive(), 3)
+            assert a.counters.get("connections_lost_by_peer") == 1
+            return reply.payload
+        finally:
+            await b2.close()
+            await a.close()
+
+    assert run(scenario) == b"welcome"
