@@ -138,7 +138,7 @@ def test_mesh_of_five_processes(mesh: tuple[str, list[AgentProcess]], tmp_path: 
     victim.start()
     wait_until(lambda: victim.status() is not None, timeout_s=30)
     assert victim.peer_id() == victim_id
-    wait_until(lambda: all(a.members().get(victim_id) == "alive" for a in survivors), 15)
+    wait_until(lambda: all(a.members().get(victim_id) == "alive" for a in survivors), 30)
     incarnations = {
         m["incarnation"]
         for a in survivors
