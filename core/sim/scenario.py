@@ -1,7 +1,7 @@
 """Named scenarios: a workload (factory + scheduled calls), a fault plan, and checks.
 
-A scenario module registers itself with `register_scenario(Scenario(...))` at
-import time and is listed in `SCENARIO_MODULES` (one line per module), so
+A scenario module registers itself with `register_scenario(Scenario(...))` when
+it is imported, and is listed in `SCENARIO_MODULES` (one line per module), so
 `get_scenario(name)` finds it without the CLI knowing about it:
 
     def build(params: ScenarioParams) -> ScenarioSetup:
