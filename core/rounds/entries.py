@@ -24,6 +24,13 @@ from typing import Any
 
 from agentmesh.core.consensus import Entry
 from agentmesh.core.consensus.messages import VerifyFn
+from agentmesh.core.entry_fields import EntryError as EntryError
+from agentmesh.core.entry_fields import digest as _digest
+from agentmesh.core.entry_fields import items as _items
+from agentmesh.core.entry_fields import peer as _peer
+from agentmesh.core.entry_fields import sha256 as sha256
+from agentmesh.core.entry_fields import signature as _signature
+from agentmesh.core.entry_fields import uint as _uint
 from agentmesh.core.node import Signer
 from agentmesh.core.wire import cbor_pure
 
@@ -33,9 +40,6 @@ KIND_VALIDATE = "round_validate"
 KIND_ABORT = "round_abort"
 ROUND_KINDS = frozenset((KIND_START, KIND_RESULT, KIND_VALIDATE, KIND_ABORT))
 
-DIGEST_BYTES = 32
-SIGNATURE_BYTES_MAX = 128
-PEER_ID_CHARS_MAX = 64
 COHORT_MAX = 256
 RULE_CHARS_MAX = 32
 ROUND_MAX = 2**32 - 1
@@ -44,14 +48,6 @@ SAMPLES_MAX = 2**31 - 1
 _DOMAIN_UPDATE = b"agentmesh/round-update/1\x00"
 _DOMAIN_RESULT = b"agentmesh/round-result/1\x00"
 _DOMAIN_VOTE = b"agentmesh/round-vote/1\x00"
-
-
-class EntryError(ValueError):
-    """A round entry or message body that does not decode to its schema."""
-
-
-def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,41 +256,11 @@ def _keys(body: dict[Any, Any], expected: set[str]) -> None:
         raise EntryError(f"fields {sorted(map(str, body))} are not {sorted(expected)}")
 
 
-def _items(value: Any, size_max: int) -> list[Any]:
-    if type(value) is not list or len(value) > size_max:
-        raise EntryError("expected a bounded list")
-    return value
-
-
-def _uint(value: Any, bound: int) -> int:
-    if type(value) is not int or not 0 <= value <= bound:
-        raise EntryError(f"expected an integer in 0..{bound}")
-    return value
-
-
 def _round(value: Any) -> int:
     number = _uint(value, ROUND_MAX)
     if number < 1:
         raise EntryError("rounds count from 1")
     return number
-
-
-def _digest(value: Any) -> bytes:
-    if type(value) is not bytes or len(value) != DIGEST_BYTES:
-        raise EntryError("expected a 32-byte digest")
-    return value
-
-
-def _signature(value: Any) -> bytes:
-    if type(value) is not bytes or not 0 < len(value) <= SIGNATURE_BYTES_MAX:
-        raise EntryError("expected a signature")
-    return value
-
-
-def _peer(value: Any) -> str:
-    if type(value) is not str or not 0 < len(value) <= PEER_ID_CHARS_MAX:
-        raise EntryError("expected a peer id")
-    return value
 
 
 def _offer(value: Any, round_number: int) -> UpdateOffer:

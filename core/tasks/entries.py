@@ -17,7 +17,6 @@ the task, slot and attempt it answers.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,6 +24,14 @@ from typing import Any
 
 from agentmesh.core.consensus import Entry
 from agentmesh.core.consensus.messages import VerifyFn
+from agentmesh.core.entry_fields import DIGEST_BYTES
+from agentmesh.core.entry_fields import EntryError as EntryError
+from agentmesh.core.entry_fields import digest as _digest
+from agentmesh.core.entry_fields import items as _items
+from agentmesh.core.entry_fields import peer as _peer
+from agentmesh.core.entry_fields import sha256 as sha256
+from agentmesh.core.entry_fields import signature as _signature
+from agentmesh.core.entry_fields import uint as _uint
 from agentmesh.core.membership.capabilities import (
     DEVICE_CLASSES,
     TRAINER_RUNTIMES,
@@ -43,10 +50,7 @@ KIND_TIMEOUT = "task_timeout"
 KIND_DOWN = "task_down"
 ENTRY_KINDS = frozenset((KIND_SUBMIT, KIND_WORKER, KIND_RESULT, KIND_TIMEOUT, KIND_DOWN))
 
-DIGEST_BYTES = 32
 NONCE_BYTES = 16
-SIGNATURE_BYTES_MAX = 128
-PEER_ID_CHARS_MAX = 64
 NAME_CHARS_MAX = 24
 UINT32_MAX = 2**32 - 1
 UINT63_MAX = 2**63 - 1
@@ -55,14 +59,6 @@ OUTPUT_BYTES_MAX = 64 * 1024  # wire bound; TasksConfig.output_bytes_max is the 
 
 _DOMAIN_SUBMIT = b"agentmesh/task-submit/1\x00"
 _DOMAIN_RESULT = b"agentmesh/task-result/1\x00"
-
-
-class EntryError(ValueError):
-    """A task entry whose kind or body does not decode to its schema."""
-
-
-def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,37 +351,7 @@ def _map(value: Any, expected: set[str]) -> dict[str, Any]:
     return value
 
 
-def _items(value: Any, size_max: int) -> list[Any]:
-    if type(value) is not list or len(value) > size_max:
-        raise EntryError("expected a bounded list")
-    return value
-
-
-def _uint(value: Any, bound: int) -> int:
-    if type(value) is not int or not 0 <= value <= bound:
-        raise EntryError(f"expected an integer in 0..{bound}")
-    return value
-
-
 def _text(value: Any, chars_max: int) -> str:
     if type(value) is not str or len(value) > chars_max:
         raise EntryError("expected a short text")
-    return value
-
-
-def _digest(value: Any) -> bytes:
-    if type(value) is not bytes or len(value) != DIGEST_BYTES:
-        raise EntryError("expected a 32-byte digest")
-    return value
-
-
-def _signature(value: Any) -> bytes:
-    if type(value) is not bytes or not 0 < len(value) <= SIGNATURE_BYTES_MAX:
-        raise EntryError("expected a signature")
-    return value
-
-
-def _peer(value: Any) -> str:
-    if type(value) is not str or not 0 < len(value) <= PEER_ID_CHARS_MAX:
-        raise EntryError("expected a peer id")
     return value
