@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from agentmesh.core.consensus import ConsensusConfig, Entry, Replica
-from agentmesh.core.consensus.durable import PersistExecuted, PersistStable
 from agentmesh.core.consensus.messages import CertifiedBatch, CommitCertificate, StateReply
 from agentmesh.core.identity import verify_from_peer_id
 from agentmesh.core.learning.digits8 import initial_mlp_weights
@@ -55,6 +54,7 @@ from agentmesh.core.rounds.pbft_wire import PbftWireError, from_wire, to_wire
 from agentmesh.core.rounds.task import digits_split, flat_bytes, unflatten
 from agentmesh.core.wire import DEFAULT_REGISTRY, Envelope, Field, MessageType, cbor
 from agentmesh.edge.model_store import ModelStore
+from agentmesh.edge.replica_driver import ReplicaDriver
 from agentmesh.edge.trainer import make_trainer
 from agentmesh.tools.data import load_digits
 
@@ -78,7 +78,6 @@ ROUND_TYPES = frozenset(t.name for t in _TYPES)
 
 POISONS = ("sign-flip", "noise", "alie")
 _EARLY_FRAMES_MAX = 1024  # frames that arrive before this agent formed the genesis
-_DEFERRABLE = (PersistExecuted, PersistStable)
 _SHUFFLE_SEED = 7919
 
 _SCHEMA = """
@@ -130,8 +129,10 @@ class RoundRecord:
         return dict(self.__dict__)
 
 
-class RoundsHost:
+class RoundsHost(ReplicaDriver):
     """Drives the committee replica and the round machine for one agent."""
+
+    _log_table = "fl_pbft_log"
 
     def __init__(self, agent: Agent, settings: RoundsSettings) -> None:
         self.agent = agent
@@ -162,8 +163,7 @@ class RoundsHost:
         self.bytes_in = 0
         self.bytes_out = 0
         self.peak_rss_training_mb = 0.0
-        self._unwritten: list[Any] = []
-        self._must_write = False
+        self._init_log()
         self._certificate: CommitCertificate | None = None
         self._finished_ms: int | None = None
 
@@ -275,40 +275,6 @@ class RoundsHost:
 
     # -- outputs ------------------------------------------------------------------------
 
-    def drain(self) -> None:
-        """Both outboxes until quiet: persist before send, decided batches to the machine."""
-        replica, machine = self.replica, self.machine
-        if replica is None or machine is None:
-            return
-        for _ in range(256):
-            replica_out = replica.take_outbox()
-            machine_out = machine.take_outbox()
-            if not replica_out and not machine_out:
-                break
-            for item in replica_out:
-                self._replica_output(item)
-            for item in machine_out:
-                self._machine_output(item)
-        if self._must_write:
-            self._flush()
-
-    def _replica_output(self, item: Send | Event) -> None:
-        if isinstance(item, Send):
-            if self._must_write:
-                self._flush()
-            self._send_pbft(item.to, item.message)
-            return
-        if item.kind == "persist":
-            records = item.data["records"]
-            self._unwritten.extend(records)
-            self._must_write = self._must_write or not all(
-                isinstance(r, _DEFERRABLE) for r in records
-            )
-        elif item.kind == "decided":
-            self._on_decided(item)
-        elif item.kind == "evidence":
-            log.warning("consensus evidence %s", dict(item.data))
-
     def _on_decided(self, event: Event) -> None:
         genesis, machine = self.genesis, self.machine
         assert genesis is not None and machine is not None
@@ -342,20 +308,6 @@ class RoundsHost:
     def _send_frame(self, peer: str, type_name: str, body: dict[str, Any]) -> None:
         size = self.agent.send_envelope(peer, type_name, body)
         self.bytes_out += size
-
-    def _flush(self) -> None:
-        genesis = self.genesis
-        assert genesis is not None
-        if self._unwritten:
-            rows = [(genesis.genesis_id, cbor.encode(to_wire(r))) for r in self._unwritten]
-            connection = self._log_connection
-            with connection:
-                connection.execute("BEGIN IMMEDIATE")
-                connection.executemany(
-                    "INSERT INTO fl_pbft_log(genesis, record) VALUES(?, ?)", rows
-                )
-        self._unwritten = []
-        self._must_write = False
 
     # -- events of the round machine ------------------------------------------------------
 

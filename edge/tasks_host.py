@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agentmesh.core.consensus import ConsensusConfig, Replica
-from agentmesh.core.consensus.durable import PersistExecuted, PersistStable
 from agentmesh.core.consensus.messages import CertifiedBatch, StateReply
 from agentmesh.core.identity import verify_from_peer_id
 from agentmesh.core.learning.digits8 import initial_mlp_weights
@@ -56,9 +55,10 @@ from agentmesh.core.tasks import (
     entry_validator,
     tasks_genesis,
 )
-from agentmesh.core.wire import DEFAULT_REGISTRY, Envelope, Field, MessageType, cbor
+from agentmesh.core.wire import DEFAULT_REGISTRY, Envelope, Field, MessageType
 from agentmesh.edge.model_store import ModelStore, ModelStoreError
 from agentmesh.edge.probe import probe_capabilities
+from agentmesh.edge.replica_driver import ReplicaDriver
 from agentmesh.edge.tasks_control import TasksControl, TasksHostError, rows_from_bytes
 from agentmesh.edge.trainer import TrainerError, make_trainer
 from agentmesh.tools.data import load_digits
@@ -88,7 +88,6 @@ _FETCH_WAITERS_MAX = 256
 _FETCH_TIMEOUT_S = 3.0
 _FETCH_ATTEMPTS = 3
 _POLL_S = 0.25
-_DEFERRABLE = (PersistExecuted, PersistStable)
 _OVERRIDABLE = {
     "device_class": str, "ram_total_mb": int, "ram_free_mb": int, "cpu_cores": int,
     "cpu_load_permille": int, "accelerators": list, "trainer_runtime": str,
@@ -183,8 +182,11 @@ def override_capabilities(
         raise TasksHostError(f"{CAPABILITIES_ENV}: {error}") from None
 
 
-class TasksHost:
+class TasksHost(ReplicaDriver):
     """Drives the task replica and the task machine for one agent."""
+
+    _log_table = "tasks_pbft_log"
+    _evidence_label = "task consensus evidence"
 
     def __init__(self, agent: Agent, settings: TasksSettings) -> None:
         self.agent = agent
@@ -213,8 +215,7 @@ class TasksHost:
         self.unordered: dict[bytes, TaskSpec] = {}  # own submissions not decided yet
         self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._training_data: Any = None
-        self._unwritten: list[Any] = []
-        self._must_write = False
+        self._init_log()
         self._wake = asyncio.Event()
         self._jobs: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -344,39 +345,8 @@ class TasksHost:
     # -- outputs ------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """Both outboxes until quiet: persist before send, decided batches to the machine."""
-        replica, machine = self.replica, self.machine
-        if replica is None or machine is None:
-            return
-        for _ in range(256):
-            replica_out = replica.take_outbox()
-            machine_out = machine.take_outbox()
-            if not replica_out and not machine_out:
-                break
-            for item in replica_out:
-                self._replica_output(item)
-            for item in machine_out:
-                self._machine_output(item)
-        if self._must_write:
-            self._flush()
+        super().drain()
         self._wake.set()
-
-    def _replica_output(self, item: Send | Event) -> None:
-        if isinstance(item, Send):
-            if self._must_write:
-                self._flush()
-            self._send_pbft(item.to, item.message)
-            return
-        if item.kind == "persist":
-            records = item.data["records"]
-            self._unwritten.extend(records)
-            self._must_write = self._must_write or not all(
-                isinstance(r, _DEFERRABLE) for r in records
-            )
-        elif item.kind == "decided":
-            self._on_decided(item)
-        elif item.kind == "evidence":
-            log.warning("task consensus evidence %s", dict(item.data))
 
     def _on_decided(self, event: Event) -> None:
         genesis, machine = self.genesis, self.machine
@@ -411,19 +381,6 @@ class TasksHost:
 
     def _send_pbft(self, peer: str, message: Any) -> None:
         self.agent.send_envelope(peer, PBFT_TYPE.name, {"m": to_wire(message)})
-
-    def _flush(self) -> None:
-        genesis = self.genesis
-        assert genesis is not None
-        if self._unwritten:
-            rows = [(genesis.genesis_id, cbor.encode(to_wire(r))) for r in self._unwritten]
-            with self._log_connection as connection:
-                connection.execute("BEGIN IMMEDIATE")
-                connection.executemany(
-                    "INSERT INTO tasks_pbft_log(genesis, record) VALUES(?, ?)", rows
-                )
-        self._unwritten = []
-        self._must_write = False
 
     def _spawn_job(self, coroutine: Any) -> None:
         job = asyncio.get_running_loop().create_task(coroutine)
