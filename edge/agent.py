@@ -46,6 +46,7 @@ from agentmesh.edge.rounds_host import ROUND_TYPES, RoundsHost, RoundsSettings
 from agentmesh.edge.state import StateStore
 from agentmesh.edge.tasks_host import TASK_TYPES, TasksHost, TasksSettings, override_capabilities
 from agentmesh.edge.transport import Address, QuicTransport, TransportClosed, TransportError
+from agentmesh.edge.waiting import wait_event, wait_within
 
 log = logging.getLogger("agentmesh.agent")
 
@@ -334,8 +335,7 @@ class Agent:
             if deadline is None or deadline > now:
                 wait_s = 1.0 if deadline is None else (deadline - now) / 1000
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+                await wait_event(self._wake, wait_s)
                 continue
             membership_due = machine.next_deadline()
             if membership_due is not None and membership_due <= now:
@@ -351,7 +351,7 @@ class Agent:
 
     async def _on_found(self, found: FoundPeer) -> None:
         try:
-            await asyncio.wait_for(
+            await wait_within(
                 self.transport.dial((found.host, found.port), expected_peer_id=found.peer_id),
                 _DIAL_TIMEOUT_S,
             )
@@ -363,7 +363,7 @@ class Agent:
     async def _bootstrap(self, address: Address) -> None:
         for attempt in range(5):
             try:
-                peer_id = await asyncio.wait_for(self.transport.dial(address), _DIAL_TIMEOUT_S)
+                peer_id = await wait_within(self.transport.dial(address), _DIAL_TIMEOUT_S)
             except (TransportError, TimeoutError, OSError) as error:
                 log.debug("bootstrap %s:%d failed: %s", address[0], address[1], error)
                 await asyncio.sleep(min(0.5 * 2**attempt, 5.0))

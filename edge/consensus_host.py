@@ -44,6 +44,7 @@ from agentmesh.core.limits import TransportLimits
 from agentmesh.core.node import Event, Send
 from agentmesh.edge.state import StateStore
 from agentmesh.edge.transport import QuicTransport, TransportClosed, TransportError
+from agentmesh.edge.waiting import wait_event
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS consensus_base (
@@ -266,10 +267,7 @@ class ConsensusHost:
                 wait_ms = min(wait_ms, DEFERRED_FLUSH_MS)
             self._wake.clear()
             if wait_ms > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), wait_ms / 1000)
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, wait_ms / 1000)
             if self._unwritten and now_ms() - self._unwritten_since_ms >= DEFERRED_FLUSH_MS:
                 self.flush()  # bound what a crash can lose of the deferred records
             deadline = self.replica.next_deadline()

@@ -19,6 +19,7 @@ import numpy as np
 
 from agentmesh.core.tasks import KIND_INFER, KIND_TRAIN, Requirements, TasksError, TasksMachine
 from agentmesh.core.tasks.board import OPEN, TaskRecord
+from agentmesh.edge.waiting import wait_within
 
 if TYPE_CHECKING:
     from agentmesh.edge.tasks_host import TasksHost
@@ -139,7 +140,7 @@ class TasksControl:
         waiting = self.host.waiters.setdefault(task_id, [])
         waiting.append(waiter)
         try:
-            await asyncio.wait_for(waiter, min(max(timeout_s, 0.0), _WAIT_S_MAX))
+            await wait_within(waiter, min(max(timeout_s, 0.0), _WAIT_S_MAX))
         except TimeoutError:
             with contextlib.suppress(ValueError):
                 waiting.remove(waiter)

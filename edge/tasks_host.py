@@ -61,6 +61,7 @@ from agentmesh.edge.probe import probe_capabilities
 from agentmesh.edge.replica_driver import ReplicaDriver
 from agentmesh.edge.tasks_control import TasksControl, TasksHostError, rows_from_bytes
 from agentmesh.edge.trainer import TrainerError, make_trainer
+from agentmesh.edge.waiting import wait_event, wait_within
 from agentmesh.tools.data import load_digits
 
 if TYPE_CHECKING:
@@ -333,8 +334,7 @@ class TasksHost(ReplicaDriver):
             if deadline is None or deadline > now:
                 wait_s = 1.0 if deadline is None else (deadline - now) / 1000
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+                await wait_event(self._wake, wait_s)
                 continue
             for machine in (self.replica, self.machine):
                 due = machine.next_deadline() if machine is not None else None
@@ -428,7 +428,7 @@ class TasksHost(ReplicaDriver):
                 self.fetches[digest] = waiter
             self.agent.send_envelope(holder, FETCH_TYPE.name, {"digest": digest})
             try:
-                return await asyncio.wait_for(asyncio.shield(waiter), _FETCH_TIMEOUT_S)
+                return await wait_within(asyncio.shield(waiter), _FETCH_TIMEOUT_S)
             except TimeoutError:
                 self._count("fetch_timeout")
             finally:

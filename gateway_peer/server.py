@@ -23,6 +23,7 @@ import numpy as np
 from agentmesh.core.identity import Identity
 from agentmesh.core.node import Event, Send
 from agentmesh.edge.keystore import load_or_create_identity
+from agentmesh.edge.waiting import wait_event
 from agentmesh.gateway_peer.devices import BridgedAdvert
 from agentmesh.gateway_peer.limits import DEFAULT_GATEWAY_LIMITS, GatewayLimits
 from agentmesh.gateway_peer.machine import GatewayMachine
@@ -177,8 +178,7 @@ class GatewayServer:
             deadline = self.machine.next_deadline()
             wait_ms = TICK_MS_MAX if deadline is None else max(1, deadline - monotonic_ms())
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(wait_ms, TICK_MS_MAX) / 1000)
+            await wait_event(self._wake, min(wait_ms, TICK_MS_MAX) / 1000)
 
     # ------------------------------------------------------------------ commands
 

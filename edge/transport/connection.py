@@ -42,6 +42,7 @@ from agentmesh.edge.transport.framing import (
     encode_blob_header,
     encode_frame,
 )
+from agentmesh.edge.waiting import wait_event
 
 # Application error codes in CONNECTION_CLOSE / STOP_SENDING (RFC 9000 §20.2).
 ERROR_NONE = 0x0
@@ -558,10 +559,7 @@ class PeerConnection:
             if remaining_s <= 0:
                 raise SendTimeout(f"{self.peer_id} acknowledged nothing for {stream_id}")
             self._progress.clear()
-            try:
-                await asyncio.wait_for(self._progress.wait(), remaining_s)
-            except TimeoutError:
-                continue
+            await wait_event(self._progress, remaining_s)
         if stream_id in self._stopped_streams:
             raise BlobRejected(f"{self.peer_id} stopped stream {stream_id}")
 

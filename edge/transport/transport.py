@@ -38,6 +38,7 @@ from agentmesh.edge.transport.errors import (
     UnknownPeer,
 )
 from agentmesh.edge.transport.ratelimit import PeerRate
+from agentmesh.edge.waiting import wait_within
 
 ALPN = "agentmesh/1"
 _CID_LENGTH = 8
@@ -280,7 +281,7 @@ class QuicTransport:
         self.count("connections_dialed")
         timeout_s = self.limits.handshake_timeout_ms / 1000
         try:
-            return await asyncio.wait_for(asyncio.shield(connection.ready), timeout_s)
+            return await wait_within(asyncio.shield(connection.ready), timeout_s)
         except TimeoutError:
             self.count("handshake_timeouts")
             connection.fail(DialError(f"no handshake with {address}"), ERROR_HANDSHAKE_TIMEOUT)
