@@ -61,6 +61,9 @@ from .proofs import verify_pre_prepare
 # True: valid; False: invalid (the batch is refused, the primary blamed); None: not yet
 # decidable here (the pre-prepare is held until the host calls `recheck`).
 EntryValidator = Callable[[Entry], bool | None]
+# (entry, current epoch) -> (candidates with scores, size) when a host's own entry kind
+# reconfigures the committee at the end of its batch (e.g. rounds_epoch), else None.
+Reconfigure = Callable[[Entry, int], tuple[dict[str, int], int] | None]
 EARLY_VIEWS_MAX = 2  # keep messages for views up to view + this until their NEW-VIEW
 
 
@@ -95,8 +98,10 @@ class ReplicaCore(MachineBase):
         config: ConsensusConfig | None = None,
         durable: DurableState | None = None,
         validate_entry: EntryValidator = default_entry_validator,
+        reconfigure: Reconfigure | None = None,
     ) -> None:
         super().__init__(signer.peer_id, rng)
+        self.reconfigure = reconfigure
         self.signer = signer
         self.verify = verify
         self.config = config or ConsensusConfig()
@@ -521,17 +526,23 @@ class ReplicaCore(MachineBase):
             self.vc_attempts = 0
             self.timer_deadline = None
             self.arm_request_timer()
-        committee_entries = [e for e in certified.batch if e.kind == COMMITTEE_ENTRY_KIND]
-        if committee_entries:
-            self._change_epoch(seq, committee_entries[-1])
+        changes = [c for c in map(self._committee_change, certified.batch) if c is not None]
+        if changes:
+            self._change_epoch(seq, changes[-1])
         elif seq % self.config.checkpoint_interval == 0:
             self.send_checkpoint(seq)
 
-    def _change_epoch(self, seq: int, entry: Entry) -> None:
+    def _committee_change(self, entry: Entry) -> tuple[dict[str, int], int] | None:
+        """Candidates and size if `entry` reconfigures the committee (checked in log order)."""
+        if entry.kind == COMMITTEE_ENTRY_KIND:
+            decoded = decode_committee_entry(entry.body)
+            assert decoded is not None, "validated before it was prepared"
+            return decoded
+        return None if self.reconfigure is None else self.reconfigure(entry, self.epoch)
+
+    def _change_epoch(self, seq: int, change: tuple[dict[str, int], int]) -> None:
         """Reconfiguration at an epoch boundary: the next committee starts after `seq`."""
-        decoded = decode_committee_entry(entry.body)
-        assert decoded is not None, "validated before it was prepared"
-        candidates, size = decoded
+        candidates, size = change
         randomness = epoch_randomness(self.epoch, seq, self.durable.chain_hash)
         members = select_committee(candidates, randomness, size)
         self.persist(PersistEpoch(self.epoch + 1, members, seq))
