@@ -31,9 +31,12 @@ import numpy as np
 
 from agentmesh.core.consensus import ConsensusConfig, Entry, Replica
 from agentmesh.core.consensus.messages import CertifiedBatch, CommitCertificate, StateReply
+from agentmesh.core.entry_fields import EntryError
 from agentmesh.core.identity import verify_from_peer_id
 from agentmesh.core.learning.digits8 import initial_mlp_weights
+from agentmesh.core.membership.capabilities import Capabilities
 from agentmesh.core.node import Event, Send
+from agentmesh.core.roles import RolesConfig, RolesError
 from agentmesh.core.rounds import (
     FetchRequest,
     Genesis,
@@ -44,11 +47,19 @@ from agentmesh.core.rounds import (
     genesis_roles,
 )
 from agentmesh.core.rounds.entries import (
+    COHORT_MAX,
     KIND_RESULT,
     RoundResult,
     consensus_entry_validator,
     decode_entry,
     offer_from_wire,
+)
+from agentmesh.core.rounds.epochs import (
+    KIND_EPOCH,
+    EpochRoles,
+    EpochTracker,
+    decode_epoch_entry,
+    make_view,
 )
 from agentmesh.core.rounds.pbft_wire import PbftWireError, from_wire, to_wire
 from agentmesh.core.rounds.task import digits_split, flat_bytes, unflatten
@@ -71,7 +82,14 @@ FETCH_TYPE = MessageType(98, "rounds.fetch", {"digest": Field("bytes", size_max=
 RESULT_TYPE = MessageType(
     99, "rounds.result", {"entry": Field("bytes", size_max=48 * 1024)}, 50 * 1024
 )
-_TYPES = (PBFT_TYPE, OFFER_TYPE, FETCH_TYPE, RESULT_TYPE)
+GENESIS_TYPE = MessageType(
+    100,
+    "rounds.genesis",
+    {"members": Field("list", size_max=COHORT_MAX), "model": Field("bytes", size_max=32),
+     "size": Field("uint")},
+    64 * 1024,
+)  # fmt: skip
+_TYPES = (PBFT_TYPE, OFFER_TYPE, FETCH_TYPE, RESULT_TYPE, GENESIS_TYPE)
 for _type in _TYPES:
     DEFAULT_REGISTRY.register(_type)
 ROUND_TYPES = frozenset(t.name for t in _TYPES)
@@ -79,6 +97,9 @@ ROUND_TYPES = frozenset(t.name for t in _TYPES)
 POISONS = ("sign-flip", "noise", "alie")
 _EARLY_FRAMES_MAX = 1024  # frames that arrive before this agent formed the genesis
 _SHUFFLE_SEED = 7919
+_MEMBERSHIP_CHECK_MS = 500  # how often the host compares the membership view to the epoch's
+_GENESIS_RESEND_MS = 2_000  # tell a member outside the committed view about the genesis
+_GENESIS_CLAIMS_MAX = 64  # distinct genesis descriptions a late joiner keeps while it waits
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fl_pbft_log (
@@ -107,6 +128,9 @@ class RoundsSettings:
     learning_rate: float = 0.5
     batch_size: int = 32
     epochs: int = 1
+    form_stable_ms: int = 1_500  # the alive view must show `expect` members this long
+    epoch_stable_ms: int = 2_000  # a membership difference must last this long to propose
+    epoch_retry_ms: int = 5_000  # propose the same epoch again if it was not decided
 
 
 @dataclass
@@ -124,6 +148,8 @@ class RoundRecord:
     aggregator: str | None = None
     validators: list[str] = field(default_factory=list)
     contributors: int = 0
+    contributor_ids: list[str] = field(default_factory=list)
+    epoch: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -166,21 +192,45 @@ class RoundsHost(ReplicaDriver):
         self._init_log()
         self._certificate: CommitCertificate | None = None
         self._finished_ms: int | None = None
+        self.roles_config = RolesConfig(validators_target=settings.committee_size)
+        self.epochs: EpochTracker | None = None
+        self._form_since_ms: int | None = None
+        self._membership_due_ms = 0
+        self._alive: dict[str, Capabilities] = {}  # serving members of this agent's view
+        self._genesis_sent: dict[str, int] = {}  # peer -> when we last told it the genesis
+        self._genesis_claims: dict[bytes, tuple[Genesis, set[str]]] = {}
+        self._joined_ms: int | None = None  # when this agent adopted a running mesh
+        self.epoch_log: list[dict[str, Any]] = []
+        self.settings_aggregators = RoundsConfig(params=1).aggregators_per_round
 
     # -- formation ----------------------------------------------------------------------
 
     def maybe_form(self, members: list[dict[str, Any]]) -> None:
-        """Form the genesis when exactly the expected members are alive (same view everywhere)."""
+        """Form the genesis once exactly the expected members have been alive for a while.
+
+        The wait (`form_stable_ms`) lets a late joiner, whose view passes through
+        `expect` members on its way up, hear the running mesh's genesis first.
+        """
         if self.genesis is not None:
             return
+        now = self.agent.clock.now_ms()
         alive = [m for m in members if m["state"] == "alive"]
         if len(alive) != self.settings.expect:
+            self._form_since_ms = None
+            return
+        if self._form_since_ms is None:
+            self._form_since_ms = now
+        if now - self._form_since_ms < self.settings.form_stable_ms:
             return
         roles = {m["peer_id"]: tuple(m["capabilities"].get("roles_allowed", ())) for m in alive}
         initial = self.store.put_blob(self.initial_model)
         genesis = genesis_roles(
             self.agent.config.mesh, roles, initial, self.settings.committee_size
         )
+        self._start(genesis)
+
+    def _start(self, genesis: Genesis, joining: bool = False) -> None:
+        """Run the replica (member or observer) and the round machine of `genesis`."""
         self.genesis = genesis
         config = RoundsConfig(
             params=self.params,
@@ -191,16 +241,28 @@ class RoundsHost(ReplicaDriver):
             abort_after_ms=self.settings.window_ms + 3 * self.settings.takeover_ms + 3_000,
             contributors_min=max(1, (len(genesis.cohort) + 1) // 2),
         )
+        members = set(genesis.cohort) | set(genesis.aggregators) | set(genesis.committee)
+        adverts = {p: c for p, c in self._serving().items() if p in members}
+        settings = self.settings
+        view = make_view(0, adverts)
+        self.epochs = EpochTracker(
+            view, self.roles_config, settings.epoch_stable_ms, settings.epoch_retry_ms
+        )
         rng = random.Random(os.urandom(16))
         self.replica = Replica(
             self.agent.identity, verify_from_peer_id, genesis.consensus_committee(), rng,
-            ConsensusConfig(), validate_entry=consensus_entry_validator,
+            ConsensusConfig(), validate_entry=self._validate_entry,
+            reconfigure=self.epochs.reconfigure,
         )  # fmt: skip
         self.machine = RoundsMachine(self.agent.identity, verify_from_peer_id, genesis, config,
                                      self.initial_model, random.Random(os.urandom(16)))  # fmt: skip
-        log.info("genesis formed: committee %s, %d trainers, I am %s", ",".join(
-            p[-6:] for p in genesis.committee), len(genesis.cohort), self.roles())  # fmt: skip
+        log.info("genesis %s: committee %s, %d trainers, I am %s",
+                 "adopted" if joining else "formed",
+                 ",".join(p[-6:] for p in genesis.committee), len(genesis.cohort),
+                 self.roles())  # fmt: skip
         now = self.agent.clock.now_ms()
+        if joining:
+            self._joined_ms = now
         self.replica.start(now)
         self.machine.start(now)
         self.drain()
@@ -208,10 +270,148 @@ class RoundsHost(ReplicaDriver):
         for sender, envelope in early:
             self.on_envelope(sender, envelope)
 
-    def roles(self) -> list[str]:
+    def _validate_entry(self, entry: Entry) -> bool:
+        """Stateless shape checks (same answer on every replica); epochs must staff rounds."""
+        if entry.kind == KIND_EPOCH:
+            try:
+                decode_epoch_entry(entry, self.roles_config)
+            except EntryError:
+                return False
+            return True
+        return consensus_entry_validator(entry)
+
+    # -- membership epochs -----------------------------------------------------------------
+
+    def _serving(self) -> dict[str, Capabilities]:
+        """Alive or suspect members with an advert in this agent's membership view."""
+        machine = self.agent.machine
+        if machine is None:
+            return {}
+        serving: dict[str, Capabilities] = {}
+        for member in machine.status():
+            if member["state"] not in self.roles_config.states_serving:
+                continue
+            record = machine.member(member["peer_id"])
+            if record is not None and record.advert is not None:
+                serving[member["peer_id"]] = record.advert.capabilities
+        return serving
+
+    def _check_membership(self, now: int) -> None:
+        """Every `_MEMBERSHIP_CHECK_MS`: form, tell joiners the genesis, propose an epoch."""
+        self._membership_due_ms = now + _MEMBERSHIP_CHECK_MS
+        self._alive = self._serving()
+        machine = self.agent.machine
+        if self.genesis is None:
+            if machine is not None:
+                self.maybe_form(machine.status())
+            return
+        tracker, replica = self.epochs, self.replica
+        if tracker is None or replica is None:
+            return
+        committed = set(tracker.committed.peers)
+        for peer in sorted(set(self._alive) - committed - {self.peer_id}):
+            if now - self._genesis_sent.get(peer, -_GENESIS_RESEND_MS) >= _GENESIS_RESEND_MS:
+                self._genesis_sent[peer] = now
+                self._send_genesis(peer)
+        for peer in list(self._genesis_sent):
+            if peer not in self._alive:
+                del self._genesis_sent[peer]  # bounded by the membership view
+        if replica.is_member:
+            entry = tracker.proposal(self._alive, now)
+            if entry is not None:
+                log.info("proposing epoch %d (%d members)", tracker.committed.epoch + 1,
+                         len(self._alive))  # fmt: skip
+                replica.propose(entry, now)
+                self.drain()
+
+    def _send_genesis(self, peer: str) -> None:
         genesis = self.genesis
+        assert genesis is not None
+        members = sorted(set(genesis.cohort) | set(genesis.aggregators) | set(genesis.committee))
+        roles = {p: [r for r, group in (("trainer", genesis.cohort),
+                                        ("aggregator", genesis.aggregators),
+                                        ("validator", genesis.committee)) if p in group]
+                 for p in members}  # fmt: skip
+        body = {"members": [[p, roles[p]] for p in members], "model": genesis.initial_model,
+                "size": self.settings.committee_size}  # fmt: skip
+        self._send_frame(peer, GENESIS_TYPE.name, body)
+
+    def _on_genesis_claim(self, sender: str, body: dict[str, Any]) -> None:
+        """A running mesh's genesis: adopt it once f + 1 of its members told us the same one."""
+        if self.genesis is not None:
+            return
+        try:
+            roles = {}
+            for item in body["members"]:
+                peer, allowed = item
+                if type(peer) is not str or type(allowed) is not list:
+                    raise RolesError("member is [peer id, [roles]]")
+                roles[peer] = tuple(str(r) for r in allowed)
+            size = min(int(body["size"]), self.settings.committee_size)
+            genesis = genesis_roles(self.agent.config.mesh, roles, body["model"], size)
+        except (RolesError, TypeError, ValueError):
+            self._count("dropped_bad_genesis")
+            return
+        if genesis.initial_model != self.store.put_blob(self.initial_model):
+            self._count("dropped_genesis_other_model")
+            return
+        if sender not in roles or self.peer_id in roles:
+            self._count("dropped_genesis_not_member")
+            return
+        key = genesis.genesis_id
+        if key not in self._genesis_claims and len(self._genesis_claims) >= _GENESIS_CLAIMS_MAX:
+            self._count("dropped_genesis_table_full")
+            return
+        claimed, senders = self._genesis_claims.setdefault(key, (genesis, set()))
+        senders.add(sender)
+        if len(senders) >= claimed.f + 1:
+            self._genesis_claims.clear()
+            self._start(claimed, joining=True)
+
+    def _on_epoch(self, event: Event) -> None:
+        """The replica reconfigured: derive the epoch's roles, switch at the next round start."""
+        tracker, machine = self.epochs, self.machine
+        assert tracker is not None and machine is not None
+        data = event.data
+        try:
+            roles = tracker.on_epoch(data["epoch"], data["start_seq"], tuple(data["members"]))
+        except (RolesError, KeyError) as error:
+            self._count("epoch_roles_failed")
+            log.error("epoch %s: cannot derive roles: %s", data.get("epoch"), error)
+            return
+        now = self.agent.clock.now_ms()
+        self.epoch_log.append(
+            {
+                "epoch": roles.epoch,
+                "at_ms": now,
+                "seq": data["start_seq"],
+                "members": len(tracker.committed.peers),
+                "committee": list(roles.committee),
+                "trainers": len(roles.cohort),
+                "aggregators": list(roles.aggregators[: self.settings_aggregators]),
+            }
+        )
+        del self.epoch_log[:-64]
+        log.info("epoch %d: %d members, committee %s, I am %s", roles.epoch,
+                 len(tracker.committed.peers), ",".join(p[-6:] for p in roles.committee),
+                 self._roles_of(roles))  # fmt: skip
+        machine.set_epoch(roles, now)
+
+    def _roles_of(self, roles: EpochRoles) -> list[str]:
+        groups = (
+            ("trainer", roles.cohort),
+            ("aggregator", roles.aggregators[: self.settings_aggregators]),
+            ("validator", roles.committee),
+        )
+        return [name for name, group in groups if self.peer_id in group]
+
+    def roles(self) -> list[str]:
+        """This agent's roles in the latest committed epoch (the genesis before the first)."""
+        genesis, tracker = self.genesis, self.epochs
         if genesis is None:
             return []
+        if tracker is not None and tracker.roles is not None:
+            return self._roles_of(tracker.roles)
         found = []
         if self.peer_id in genesis.cohort:
             found.append("trainer")
@@ -225,6 +425,9 @@ class RoundsHost(ReplicaDriver):
 
     def on_envelope(self, sender: str, envelope: Envelope) -> None:
         replica, machine = self.replica, self.machine
+        if envelope.type_name == GENESIS_TYPE.name:
+            self._on_genesis_claim(sender, dict(envelope.body))
+            return
         if replica is None or machine is None:
             if len(self.early) < _EARLY_FRAMES_MAX:
                 self.early.append((sender, envelope))
@@ -262,9 +465,12 @@ class RoundsHost(ReplicaDriver):
 
     def next_deadline(self) -> int | None:
         deadlines = [m.next_deadline() for m in (self.replica, self.machine) if m is not None]
+        deadlines.append(self._membership_due_ms)
         return min((d for d in deadlines if d is not None), default=None)
 
     def tick(self, now_ms: int) -> None:
+        if now_ms >= self._membership_due_ms:
+            self._check_membership(now_ms)
         for machine in (self.replica, self.machine):
             if machine is None:
                 continue
@@ -275,15 +481,23 @@ class RoundsHost(ReplicaDriver):
 
     # -- outputs ------------------------------------------------------------------------
 
+    def _replica_output(self, item: Send | Event) -> None:
+        if isinstance(item, Event) and item.kind == "epoch":
+            self._on_epoch(item)
+        else:
+            super()._replica_output(item)
+
     def _on_decided(self, event: Event) -> None:
-        genesis, machine = self.genesis, self.machine
-        assert genesis is not None and machine is not None
+        replica, machine, tracker = self.replica, self.machine, self.epochs
+        assert replica is not None and machine is not None and tracker is not None
         entries, certificate = event.data["entries"], event.data["certificate"]
-        if self.peer_id in genesis.committee:
+        tracker.on_decided(event.data["seq"], event.data["digest"])
+        if self.peer_id in replica.committee:
+            # Observers (everyone outside the committee, joiners included) get each batch.
             push = StateReply((CertifiedBatch(entries, certificate),), None, None, None)
-            for peer in genesis.cohort + genesis.aggregators:
-                if peer not in genesis.committee:
-                    self._send_pbft(peer, push)
+            committed = set(tracker.committed.peers) | set(self._alive)
+            for peer in sorted(committed - set(replica.committee.members) - {self.peer_id}):
+                self._send_pbft(peer, push)
         self._certificate = certificate
         machine.on_decided(entries, self.agent.clock.now_ms())
 
@@ -323,7 +537,7 @@ class RoundsHost(ReplicaDriver):
     def _on_round_started(self, data: dict[str, Any]) -> None:
         number = data["round"]
         now = self.agent.clock.now_ms()
-        self.records[number] = RoundRecord(number, now, data["model"].hex())
+        self.records[number] = RoundRecord(number, now, data["model"].hex(), epoch=data["epoch"])
         self.store.record_round(number, base=data["model"].hex(), started_ms=now)
 
     def _on_train(self, data: dict[str, Any]) -> None:
@@ -374,6 +588,7 @@ class RoundsHost(ReplicaDriver):
         record.aggregator = data["aggregator"]
         record.validators = list(data["validators"])
         record.contributors = len(data["contributors"])
+        record.contributor_ids = [trainer for trainer, _ in data["contributors"]]
         certificate = self._certificate
         self.store.record_round(
             number, status="committed", model=record.model, aggregator=record.aggregator,
@@ -450,7 +665,10 @@ class RoundsHost(ReplicaDriver):
             "runtime": self.trainer.runtime,
             "poison": self.settings.poison,
             "roles": self.roles(),
-            "committee": list(genesis.committee) if genesis else [],
+            "committee": list(self.replica.committee.members) if self.replica else [],
+            "epoch": self.epochs.status() if self.epochs else None,
+            "epochs": list(self.epoch_log),
+            "joined_ms": self._joined_ms,
             "machine": machine.status() if machine else None,
             "finished": bool(machine and machine.finished),
             "rounds": [r.to_json() for r in sorted(self.records.values(), key=lambda r: r.round)],

@@ -44,6 +44,7 @@ from .entries import (
     sign_result,
     sign_vote,
 )
+from .epochs import EpochRoles
 from .roles import Genesis, aggregator_order
 
 
@@ -70,6 +71,10 @@ class _Round:
     aggregators: tuple[str, ...]
     started_ms: int
     close_ms: int
+    cohort: frozenset[str]  # the epoch's roles when the round started (fixed for the round)
+    committee: frozenset[str]
+    vote_quorum: int
+    epoch: int = 0
     offers: dict[str, UpdateOffer] = field(default_factory=dict)
     updates: dict[bytes, bytes] = field(default_factory=dict)
     rejected: set[str] = field(default_factory=set)  # trainers whose update was unusable
@@ -106,8 +111,12 @@ class RoundsMachine(MachineBase):
         self.genesis = genesis
         self.genesis_id = genesis.genesis_id
         self.config = config
+        self.epoch = 0  # roles of the latest committed epoch; a round keeps its start's roles
+        self.cohort_order = genesis.cohort
         self.cohort = frozenset(genesis.cohort)
         self.committee = frozenset(genesis.committee)
+        self.vote_quorum = genesis.vote_quorum
+        self.epoch_aggregators: tuple[str, ...] | None = None  # None: the genesis rotation
         self.global_digest = genesis.initial_model
         self.models: OrderedDict[bytes, bytes] = OrderedDict({self.global_digest: initial_model})
         self.closed_round = 0
@@ -195,7 +204,7 @@ class RoundsMachine(MachineBase):
         offer = sign_offer(self.signer, self.genesis_id, round_number, digest, samples)
         current.offers[self.node_id] = offer
         current.updates[digest] = delta
-        targets = set(current.aggregators) | self.committee
+        targets = set(current.aggregators) | current.committee
         for peer in sorted(targets - {self.node_id}):
             self.emit("send_blob", to=peer, data=delta)
             self.send(peer, offer)
@@ -218,9 +227,27 @@ class RoundsMachine(MachineBase):
             position = self._aggregator_position(current)
             if position is not None and not current.proposed:
                 deadlines.append(current.close_ms + position * self.config.takeover_ms)
-            if self.is_validator and not current.abort_sent:
+            if self.node_id in current.committee and not current.abort_sent:
                 deadlines.append(current.started_ms + self.config.abort_after_ms)
         return min(deadlines, default=None)
+
+    def set_epoch(self, roles: EpochRoles, now_ms: int) -> None:
+        """A new epoch was committed: its roles apply from the next round start on."""
+        self.now_ms = now_ms
+        self.epoch = roles.epoch
+        self.cohort_order = roles.cohort
+        self.cohort = frozenset(roles.cohort)
+        self.committee = frozenset(roles.committee)
+        self.vote_quorum = (len(roles.committee) - 1) // 3 + 1
+        self.epoch_aggregators = roles.aggregators
+        self.early = {t: o for t, o in self.early.items() if t in self.cohort}
+        self.count("epochs")
+        self.emit("epoch", epoch=roles.epoch, committee=roles.committee, cohort=roles.cohort,
+                  aggregators=roles.aggregators)  # fmt: skip
+        if self.current is None:
+            self.start_proposed = 0  # the expected start changed (its cohort): propose it
+            self._propose_next_start()
+        self._progress()
 
     # -- decided entries (deterministic: same prefix, same effect) ---------------------
 
@@ -228,17 +255,22 @@ class RoundsMachine(MachineBase):
         if self.current is not None or start != self._expected_start():
             self.count("ignored_start")
             return
-        order = aggregator_order(self.genesis, start.round)[: self.config.aggregators_per_round]
+        if self.epoch_aggregators is None:
+            ranked = aggregator_order(self.genesis, start.round)
+        else:
+            ranked = self.epoch_aggregators
+        order = ranked[: self.config.aggregators_per_round]
         current = _Round(start.round, start.model, order, self.now_ms,
-                         self.now_ms + start.window_ms)  # fmt: skip
+                         self.now_ms + start.window_ms, self.cohort, self.committee,
+                         self.vote_quorum, self.epoch)  # fmt: skip
         self.current = current
         early, self.early = self.early, {}
         for offer in early.values():
-            if offer.round == start.round:
+            if offer.round == start.round and offer.trainer in current.cohort:
                 self._store_offer(current, offer)
         self.count("rounds_started")
         self.emit("round_started", round=start.round, model=start.model, aggregators=order,
-                  deadline_ms=current.close_ms)  # fmt: skip
+                  deadline_ms=current.close_ms, epoch=self.epoch)  # fmt: skip
         if self.node_id in self.cohort:
             self.train_pending = True
         if start.model not in self.models:
@@ -248,7 +280,7 @@ class RoundsMachine(MachineBase):
         number = self.closed_round + 1
         if number > self.config.rounds_total:
             return None
-        return RoundStart(number, self.global_digest, self.genesis.cohort, self.config.window_ms)
+        return RoundStart(number, self.global_digest, self.cohort_order, self.config.window_ms)
 
     def _apply_result(self, result: RoundResult) -> None:
         current = self.current
@@ -271,7 +303,7 @@ class RoundsMachine(MachineBase):
     def _want_validation(self, current: _Round, result: RoundResult) -> None:
         current.heard.setdefault(result.model, result)
         known = current.validated | set(current.to_validate)
-        if self.is_validator and result.model not in known:
+        if self.node_id in current.committee and result.model not in known:
             current.to_validate.append(result.model)
 
     def _on_result_heard(self, result: RoundResult, sender: str) -> None:
@@ -292,7 +324,7 @@ class RoundsMachine(MachineBase):
     def _maybe_commit(self, current: _Round, model: bytes) -> None:
         """Commit once the result and f + 1 validate votes for it are decided (any order)."""
         if model in current.candidates and len(current.votes.get(model, ())) >= (
-            self.genesis.vote_quorum
+            current.vote_quorum
         ):
             self._commit(current, current.candidates[model])
 
@@ -301,9 +333,9 @@ class RoundsMachine(MachineBase):
         return (
             result.aggregator in current.aggregators
             and result.rule == self.config.rule.name
-            and len(trainers) >= self.config.contributors_min
+            and len(trainers) >= self._contributors_min(current)
             and trainers == sorted(set(trainers))
-            and all(t in self.cohort for t in trainers)
+            and all(t in current.cohort for t in trainers)
             and all(1 <= o.samples <= self.config.samples_max for o in result.contributors)
             and self.verify(result.aggregator, result.payload(self.genesis_id), result.signature)
             and all(o.verify(self.genesis_id, self.verify) for o in result.contributors)
@@ -311,7 +343,11 @@ class RoundsMachine(MachineBase):
 
     def _apply_vote(self, vote: RoundVote) -> None:
         current = self.current
-        if current is None or vote.round != current.number or vote.validator not in self.committee:
+        if (
+            current is None
+            or vote.round != current.number
+            or vote.validator not in current.committee
+        ):
             self.count("ignored_vote")
             return
         if not self.verify(vote.validator, vote.payload(self.genesis_id), vote.signature):
@@ -321,7 +357,7 @@ class RoundsMachine(MachineBase):
         if vote.kind == KIND_ABORT:
             if vote.validator not in current.abort_votes:
                 current.abort_votes.append(vote.validator)
-            if len(current.abort_votes) >= self.genesis.vote_quorum:
+            if len(current.abort_votes) >= current.vote_quorum:
                 self._abort(current)
             return
         cast = current.votes_cast.get(vote.validator, 0)
@@ -335,6 +371,9 @@ class RoundsMachine(MachineBase):
 
     def _commit(self, current: _Round, result: RoundResult) -> None:
         self.closed_round = current.number
+        if self.global_digest != current.base:
+            self.fetches.pop(self.global_digest, None)  # superseded: nobody may serve it now
+        self.fetches.pop(current.base, None)
         self.global_digest = result.model
         self.current = None
         self.train_pending = False
@@ -383,19 +422,20 @@ class RoundsMachine(MachineBase):
     # -- messages and blobs -------------------------------------------------------------
 
     def _on_offer(self, offer: UpdateOffer, sender: str) -> None:
-        if offer.trainer != sender or offer.trainer not in self.cohort:
-            self.count("dropped_offer_not_trainer")
-            return
         if not 1 <= offer.samples <= self.config.samples_max:
             self.count("dropped_offer_samples")
             return
         current = self.current
         if current is not None and offer.round == current.number:
             target: _Round | None = current
+            cohort = current.cohort
         elif current is None and offer.round == self.closed_round + 1:
-            target = None
+            target, cohort = None, self.cohort
         else:
             self.count("dropped_offer_other_round")
+            return
+        if offer.trainer != sender or offer.trainer not in cohort:
+            self.count("dropped_offer_not_trainer")
             return
         if not offer.verify(self.genesis_id, self.verify):
             self.count("dropped_offer_bad_signature")
@@ -421,7 +461,7 @@ class RoundsMachine(MachineBase):
             self._fetch(offer.digest, (offer.trainer,), delay=True)
 
     def _needs_updates(self, current: _Round) -> bool:
-        return self.is_validator or self.node_id in current.aggregators
+        return self.node_id in current.committee or self.node_id in current.aggregators
 
     def _accept_update_blob(self, digest: bytes, data: bytes) -> bool:
         current = self.current
@@ -497,11 +537,15 @@ class RoundsMachine(MachineBase):
         self._maybe_aggregate(current)
         if self.current is current:
             self._maybe_validate(current)
-        if self.current is current and self.is_validator and not current.abort_sent:
+        if self.current is current and self.node_id in current.committee and not current.abort_sent:
             if self.now_ms >= current.started_ms + self.config.abort_after_ms:
                 current.abort_sent = True
                 vote = sign_vote(self.signer, self.genesis_id, KIND_ABORT, current.number, b"")
                 self.emit("propose", entry=vote.entry())
+
+    def _contributors_min(self, current: _Round) -> int:
+        """The configured floor (absolute: a shrunken cohort below it aborts its rounds)."""
+        return self.config.contributors_min
 
     def _aggregator_position(self, current: _Round) -> int | None:
         if self.node_id not in current.aggregators:
@@ -520,11 +564,11 @@ class RoundsMachine(MachineBase):
         if position is None or current.proposed or current.base not in self.models:
             return
         usable = self._usable_offers(current)
-        everyone = len(usable) == len(self.cohort)
+        everyone = len(usable) == len(current.cohort)
         due = current.close_ms + position * self.config.takeover_ms
         if not ((position == 0 and everyone) or self.now_ms >= due):
             return
-        if len(usable) < self.config.contributors_min:
+        if len(usable) < self._contributors_min(current):
             return  # nothing to aggregate yet: the abort timer ends the round if none come
         current.proposed = True
         inputs = [(current.updates[o.digest], o.samples) for o in usable]
@@ -540,7 +584,7 @@ class RoundsMachine(MachineBase):
                              self.config.rule.name, tuple(usable))  # fmt: skip
         self.count("results_proposed")
         self.emit("propose", entry=result.entry())
-        for peer in sorted(self.committee - {self.node_id}):
+        for peer in sorted(current.committee - {self.node_id}):
             self.send(peer, result)  # validators recompute while consensus orders it
         self._want_validation(current, result)
 
@@ -586,6 +630,7 @@ class RoundsMachine(MachineBase):
             "open_round": None if current is None else current.number,
             "offers": 0 if current is None else len(current.offers),
             "validator": self.is_validator,
+            "epoch": self.epoch,
             "finished": self.finished,
         }
 
@@ -602,7 +647,7 @@ class RoundsMachine(MachineBase):
             problems.append("early offers above the cohort")
         current = self.current
         if current is not None:
-            if len(current.offers) > len(self.cohort):
+            if len(current.offers) > len(current.cohort):
                 problems.append("more offers than trainers")
             if current.number != self.closed_round + 1:
                 problems.append("open round is not the next one")
