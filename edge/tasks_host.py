@@ -266,6 +266,7 @@ class TasksHost(ReplicaDriver):
         self.machine = TasksMachine(
             self.agent.identity, verify_from_peer_id, random.Random(os.urandom(16)),
             self.config, watchdog=self.peer_id in genesis.committee,
+            committee=genesis.committee,
         )  # fmt: skip
         log.info("task committee formed: %s; I am %s", ",".join(p[-6:] for p in genesis.committee),
                  "a member" if self.peer_id in genesis.committee else "an observer")  # fmt: skip

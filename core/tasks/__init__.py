@@ -1,7 +1,18 @@
 """Capability-aware task distribution over decided entries (docs/tasks.md)."""
 
 from agentmesh.core.tasks.assign import choose_worker, eligible, may_run, meets
-from agentmesh.core.tasks.board import DONE, FAILED, OPEN, REJECTED, Change, TaskBoard, TaskRecord
+from agentmesh.core.tasks.board import (
+    DONE,
+    EXPIRED,
+    FAILED,
+    OPEN,
+    REJECTED,
+    TERMINAL,
+    UNSCHEDULABLE,
+    Change,
+    TaskBoard,
+    TaskRecord,
+)
 from agentmesh.core.tasks.config import (
     KIND_INFER,
     KIND_TRAIN,
@@ -11,17 +22,22 @@ from agentmesh.core.tasks.config import (
 )
 from agentmesh.core.tasks.entries import (
     ENTRY_KINDS,
+    WHY_DEADLINE,
+    WHY_UNSCHEDULABLE,
     AttemptTimeout,
     EntryError,
     Requirements,
+    TaskExpire,
     TaskResult,
     TaskSpec,
     WorkerAdvert,
     WorkerDown,
     decode_entry,
     entry_validator,
+    sign_expire,
     sign_result,
     sign_submit,
+    sign_timeout,
     verify_entry,
 )
 from agentmesh.core.tasks.genesis import TasksGenesis, tasks_genesis
@@ -30,17 +46,23 @@ from agentmesh.core.tasks.machine import TasksMachine
 __all__ = [
     "DONE",
     "ENTRY_KINDS",
+    "EXPIRED",
     "FAILED",
     "KIND_INFER",
     "KIND_TRAIN",
     "OPEN",
     "REJECTED",
     "TASK_KINDS",
+    "TERMINAL",
+    "UNSCHEDULABLE",
+    "WHY_DEADLINE",
+    "WHY_UNSCHEDULABLE",
     "AttemptTimeout",
     "Change",
     "EntryError",
     "Requirements",
     "TaskBoard",
+    "TaskExpire",
     "TaskRecord",
     "TaskResult",
     "TaskSpec",
@@ -56,8 +78,10 @@ __all__ = [
     "entry_validator",
     "may_run",
     "meets",
+    "sign_expire",
     "sign_result",
     "sign_submit",
+    "sign_timeout",
     "tasks_genesis",
     "verify_entry",
 ]

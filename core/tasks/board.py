@@ -8,8 +8,11 @@ same answer on every agent (docs/tasks.md).
 Rules, per slot: a slot is assigned (attempt 1, 2, ...) to a worker chosen by
 `assign.choose_worker`; it closes on the first decided ok result from a worker
 that held it at any attempt (later results are duplicates and change nothing:
-exactly once). A decided timeout or an error result for the current attempt,
-or the worker going down, reassigns it; after `attempts_max` the task fails.
+exactly once). Timeout votes of f + 1 distinct committee members for the
+current attempt, an error result for it, or the worker going down reassign it;
+after `attempts_max` the task fails. f + 1 expiry votes end an open task as
+"expired" (past its deadline) or "unschedulable" (fewer capable workers than it
+needs, re-checked here on decided state when the deciding vote is applied).
 A task is done when all its slots closed, or, when verifiable, when `replicas`
 closed slots agree on the output digest; disagreement opens extra slots up to
 `extra_slots_max`, then the task fails.
@@ -18,17 +21,29 @@ closed slots agree on the output digest; disagreement opens extra slots up to
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from agentmesh.core.membership.capabilities import Capabilities, CapabilityAdvert
 from agentmesh.core.node import InvariantViolation
 
-from .assign import choose_worker
+from .assign import choose_worker, eligible
 from .config import TasksConfig
-from .entries import AttemptTimeout, TaskEntry, TaskResult, TaskSpec, WorkerAdvert, WorkerDown
+from .entries import (
+    WHY_UNSCHEDULABLE,
+    AttemptTimeout,
+    TaskEntry,
+    TaskExpire,
+    TaskResult,
+    TaskSpec,
+    WorkerAdvert,
+    WorkerDown,
+)
 
 OPEN, DONE, FAILED, REJECTED = "open", "done", "failed", "rejected"
+EXPIRED, UNSCHEDULABLE = "expired", "unschedulable"
+TERMINAL = (DONE, FAILED, REJECTED, EXPIRED, UNSCHEDULABLE)
 
 
 class Change(NamedTuple):
@@ -48,6 +63,7 @@ class Slot:
     attempt: int = 0
     tried: list[str] = field(default_factory=list)  # earlier holders (attempts that failed)
     result: TaskResult | None = None
+    timeout_votes: dict[str, None] = field(default_factory=dict)  # members, current attempt
 
     @property
     def closed(self) -> bool:
@@ -63,6 +79,7 @@ class TaskRecord:
     reason: str = ""
     slots: list[Slot] = field(default_factory=list)
     output_digest: bytes | None = None  # the agreed digest of a finished verifiable task
+    expire_votes: dict[str, dict[str, None]] = field(default_factory=dict)  # why -> members
 
 
 @dataclass(slots=True)
@@ -78,8 +95,11 @@ class Worker:
 class TaskBoard:
     """Tasks, slots, workers and queues as decided; bounded by `TasksConfig`."""
 
-    def __init__(self, config: TasksConfig | None = None) -> None:
+    def __init__(self, config: TasksConfig | None = None, committee: Collection[str] = ()) -> None:
         self.config = config or TasksConfig()
+        # Votes count only from the task committee; f + 1 of them include an honest one.
+        self.committee = frozenset(committee)
+        self.votes_needed = (len(self.committee) - 1) // 3 + 1
         self.tasks: dict[bytes, TaskRecord] = {}
         self.open: dict[bytes, None] = {}  # decided order
         self.finished: dict[bytes, None] = {}  # oldest first, evicted past the bound
@@ -105,6 +125,8 @@ class TaskBoard:
             self._advert(entry.advert)
         elif isinstance(entry, WorkerDown):
             self._down(entry)
+        elif isinstance(entry, TaskExpire):
+            self._expire(entry)
         changes, self._changes = self._changes, []
         return changes
 
@@ -158,16 +180,45 @@ class TaskBoard:
         self._settle(record)
         self._retry_waiting()
 
-    def _timeout(self, timeout: AttemptTimeout) -> None:
-        record = self.tasks.get(timeout.task)
-        if record is None or record.status != OPEN or timeout.slot >= len(record.slots):
+    def _timeout(self, vote: AttemptTimeout) -> None:
+        record = self.tasks.get(vote.task)
+        if record is None or record.status != OPEN or vote.slot >= len(record.slots):
             return
-        slot = record.slots[timeout.slot]
-        if slot.closed or slot.worker is None or slot.attempt != timeout.attempt:
-            self.counters["timeout_stale"] += 1
+        slot = record.slots[vote.slot]
+        if slot.closed or slot.worker is None or slot.attempt != vote.attempt:
+            self.counters["timeout_stale"] += 1  # an older attempt's vote: moot
+            return
+        if vote.voter not in self.committee:
+            self.counters["vote_not_member"] += 1
+            return
+        slot.timeout_votes[vote.voter] = None  # a member's repeated vote counts once
+        if len(slot.timeout_votes) < self.votes_needed:
+            self.counters["timeout_votes_pending"] += 1
             return
         self.counters["timeouts"] += 1
         self._fail_attempt(record, slot)
+
+    def _expire(self, vote: TaskExpire) -> None:
+        record = self.tasks.get(vote.task)
+        if record is None or record.status != OPEN:
+            self.counters["expire_stale"] += 1
+            return
+        if vote.voter not in self.committee:
+            self.counters["vote_not_member"] += 1
+            return
+        voters = record.expire_votes.setdefault(vote.why, {})
+        voters[vote.voter] = None
+        if vote.why == WHY_UNSCHEDULABLE:
+            reason = self.unschedulable(record)
+            if reason is None:  # a capable worker came (back) since: those votes are moot
+                del record.expire_votes[vote.why]
+                self.counters["expire_moot"] += 1
+                return
+        else:
+            reason = "open past its deadline"
+        if len(voters) >= self.votes_needed:
+            self._finish(record, UNSCHEDULABLE if vote.why == WHY_UNSCHEDULABLE else EXPIRED,
+                         reason)  # fmt: skip
 
     def _advert(self, advert: CapabilityAdvert) -> None:
         known = self.workers.get(advert.peer_id)
@@ -214,6 +265,7 @@ class TaskBoard:
         self.waiting.pop(key, None)
         slot.worker = worker
         slot.attempt += 1
+        slot.timeout_votes = {}
         self.assigned.setdefault(worker, {})[key] = None
         self._changes.append(Change("assigned", record.task_id, slot.index, slot.attempt, worker))
 
@@ -227,6 +279,7 @@ class TaskBoard:
         if not live:
             self.assigned.pop(worker, None)
         slot.worker = None
+        slot.timeout_votes = {}
         self._changes.append(Change("released", record.task_id, slot.index, slot.attempt, worker))
 
     def _fail_attempt(self, record: TaskRecord, slot: Slot) -> None:
@@ -291,6 +344,62 @@ class TaskBoard:
 
     # -- queries ----------------------------------------------------------------------
 
+    def unschedulable(self, record: TaskRecord) -> str | None:
+        """Why a slot of the task waits for good (too few capable workers), else None.
+
+        Its slots need distinct workers: the capable ones that are up, plus those
+        whose results already closed a slot. Fewer than the slots means waiting
+        until a capable worker joins (the committee's expiry votes end that).
+        """
+        if not any(s.worker is None and not s.closed for s in record.slots):
+            return None
+        spec = record.spec
+        capable = {s.result.worker for s in record.slots if s.result is not None}
+        capable |= {
+            peer
+            for peer, worker in self.workers.items()
+            if worker.up and eligible(spec.kind, spec.requirements, worker.caps)
+        }
+        if len(capable) >= len(record.slots):
+            return None
+        return f"{len(capable)} capable worker(s) for {len(record.slots)} slot(s)"
+
+    def task_deadline_ms(self, spec: TaskSpec) -> int:
+        """How long a task may stay open: every attempt may use its whole deadline."""
+        return max(self.config.task_open_ms_min, spec.deadline_ms * self.config.attempts_max)
+
+    def has_voted(self, vote: AttemptTimeout | TaskExpire) -> bool:
+        """Whether this member's vote is already counted (no need to propose it again)."""
+        record = self.tasks.get(vote.task)
+        if record is None or record.status != OPEN:
+            return True
+        if isinstance(vote, TaskExpire):
+            return vote.voter in record.expire_votes.get(vote.why, {})
+        if vote.slot >= len(record.slots):
+            return True
+        slot = record.slots[vote.slot]
+        return slot.attempt != vote.attempt or vote.voter in slot.timeout_votes
+
+    def input_holders(self, task_id: bytes) -> list[str]:
+        """Who may hold the task's input, most likely first (a deterministic order).
+
+        The submitter; the workers whose results closed a slot (they read it);
+        the task's other holders, current and earlier; then workers that closed
+        a slot of any other retained task with the same input.
+        """
+        record = self.tasks.get(task_id)
+        if record is None:
+            return []
+        found = [record.spec.submitter]
+        found += [s.result.worker for s in record.slots if s.result is not None]
+        for slot in record.slots:
+            found += slot.tried + ([slot.worker] if slot.worker is not None else [])
+        digest = record.spec.input
+        for other in self.tasks.values():
+            if other.spec.input == digest and other is not record:
+                found += [s.result.worker for s in other.slots if s.result is not None]
+        return list(dict.fromkeys(found))
+
     def queue_lengths(self) -> dict[str, int]:
         return {peer: len(live) for peer, live in self.assigned.items()}
 
@@ -321,6 +430,11 @@ class TaskBoard:
             raise InvariantViolation("queue lengths disagree with the live slots")
         if any(len(v) > self.config.worker_queue_max for v in self.assigned.values()):
             raise InvariantViolation("a worker's queue exceeds worker_queue_max")
+        for task_id in self.open:
+            record = self.tasks[task_id]
+            votes = [s.timeout_votes for s in record.slots] + list(record.expire_votes.values())
+            if any(len(v) >= self.votes_needed or not v.keys() <= self.committee for v in votes):
+                raise InvariantViolation("an open task holds a decisive or foreign vote")
         config = self.config
         if len(self.open) > config.open_tasks_max or len(self.workers) > config.workers_max:
             raise InvariantViolation("task or worker table beyond its bound")

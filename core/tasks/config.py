@@ -31,6 +31,9 @@ class TasksConfig:
     output_bytes_max: int = 16 * 1024
     input_bytes_max: int = 256 * 1024
     timers_max: int = 65_536  # pending attempt deadlines (lazy heap)
+    # A whole task expires once open this long on f + 1 members' clocks: the larger of
+    # this and deadline_ms * attempts_max (every attempt may use its whole deadline).
+    task_open_ms_min: int = 60_000
 
     def __post_init__(self) -> None:
         if min(self.open_tasks_max, self.workers_max, self.replicas_max, self.attempts_max) < 1:

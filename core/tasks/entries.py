@@ -7,12 +7,15 @@ CBOR (cbor_pure) of a small map. Signed parts use domain-separated byte layouts.
                   verifiable, submitter, nonce, sig}      signed by the submitter
     task_worker  {advert}                                 the worker's signed capability advert
     task_result  {task, slot, attempt, worker, ok, output, sig}   signed by the worker
-    task_timeout {task, slot, attempt}                    deterministic: unsigned
+    task_timeout {task, slot, attempt, voter, sig}        one committee member's vote
+    task_expire  {task, why, voter, sig}                  one committee member's vote
     task_down    {worker, inc, seq}                       deterministic: unsigned
 
 A task's id is the sha-256 of its submit payload (everything but the signature),
 so the same submission proposed twice is one task, and a result names exactly
-the task, slot and attempt it answers.
+the task, slot and attempt it answers. Timeout and expiry votes are signed by
+the committee member that casts them: the board acts only on f + 1 distinct
+members' votes, so one faulty member cannot move or end work on its own.
 """
 
 from __future__ import annotations
@@ -48,7 +51,13 @@ KIND_WORKER = "task_worker"
 KIND_RESULT = "task_result"
 KIND_TIMEOUT = "task_timeout"
 KIND_DOWN = "task_down"
-ENTRY_KINDS = frozenset((KIND_SUBMIT, KIND_WORKER, KIND_RESULT, KIND_TIMEOUT, KIND_DOWN))
+KIND_EXPIRE = "task_expire"
+ENTRY_KINDS = frozenset(
+    (KIND_SUBMIT, KIND_WORKER, KIND_RESULT, KIND_TIMEOUT, KIND_DOWN, KIND_EXPIRE)
+)
+WHY_UNSCHEDULABLE = "unschedulable"  # fewer capable workers than the task needs
+WHY_DEADLINE = "deadline"  # open past its whole-task deadline
+EXPIRE_REASONS = (WHY_UNSCHEDULABLE, WHY_DEADLINE)
 
 NONCE_BYTES = 16
 NAME_CHARS_MAX = 24
@@ -59,6 +68,8 @@ OUTPUT_BYTES_MAX = 64 * 1024  # wire bound; TasksConfig.output_bytes_max is the 
 
 _DOMAIN_SUBMIT = b"agentmesh/task-submit/1\x00"
 _DOMAIN_RESULT = b"agentmesh/task-result/1\x00"
+_DOMAIN_TIMEOUT = b"agentmesh/task-timeout/1\x00"
+_DOMAIN_EXPIRE = b"agentmesh/task-expire/1\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,15 +226,51 @@ class WorkerAdvert:
 
 @dataclass(frozen=True, slots=True)
 class AttemptTimeout:
-    """Attempt `attempt` of `slot` got no result in time: reassign it (if still current)."""
+    """`voter` saw attempt `attempt` of `slot` get no result in time (a vote to reassign it)."""
 
     task: bytes
     slot: int
     attempt: int
+    voter: str = ""
+    signature: bytes = b""
+
+    def payload(self) -> bytes:
+        return (_DOMAIN_TIMEOUT + self.task + struct.pack(">II", self.slot, self.attempt)
+                + self.voter.encode())  # fmt: skip
 
     def entry(self) -> Entry:
-        body = {"task": self.task, "slot": self.slot, "attempt": self.attempt}
+        body = {"task": self.task, "slot": self.slot, "attempt": self.attempt,
+                "voter": self.voter, "sig": self.signature}  # fmt: skip
         return Entry(KIND_TIMEOUT, cbor_pure.encode(body))
+
+
+def sign_timeout(signer: Signer, task: bytes, slot: int, attempt: int) -> AttemptTimeout:
+    unsigned = AttemptTimeout(task, slot, attempt, signer.peer_id)
+    return replace(unsigned, signature=signer.sign(unsigned.payload()))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskExpire:
+    """`voter` votes to end an open task: `why` is "unschedulable" or "deadline"."""
+
+    task: bytes
+    why: str
+    voter: str = ""
+    signature: bytes = b""
+
+    def payload(self) -> bytes:
+        return _DOMAIN_EXPIRE + self.task + self.why.encode() + b"\x00" + self.voter.encode()
+
+    def entry(self) -> Entry:
+        body = {"task": self.task, "why": self.why, "voter": self.voter, "sig": self.signature}
+        return Entry(KIND_EXPIRE, cbor_pure.encode(body))
+
+
+def sign_expire(signer: Signer, task: bytes, why: str) -> TaskExpire:
+    if why not in EXPIRE_REASONS:
+        raise TasksError(f"an expiry vote says one of {EXPIRE_REASONS}")
+    unsigned = TaskExpire(task, why, signer.peer_id)
+    return replace(unsigned, signature=signer.sign(unsigned.payload()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +286,7 @@ class WorkerDown:
         return Entry(KIND_DOWN, cbor_pure.encode(body))
 
 
-TaskEntry = TaskSpec | WorkerAdvert | TaskResult | AttemptTimeout | WorkerDown
+TaskEntry = TaskSpec | WorkerAdvert | TaskResult | AttemptTimeout | WorkerDown | TaskExpire
 
 
 # -- decoding (untrusted: a faulty replica may order any well-sized bytes) -------------
@@ -295,9 +342,18 @@ def _decode_result(value: Any) -> TaskResult:
 
 
 def _decode_timeout(value: Any) -> AttemptTimeout:
-    body = _map(value, {"task", "slot", "attempt"})
+    body = _map(value, {"task", "slot", "attempt", "voter", "sig"})
     return AttemptTimeout(_digest(body["task"]), _uint(body["slot"], SLOTS_MAX),
-                          _uint(body["attempt"], UINT32_MAX))  # fmt: skip
+                          _uint(body["attempt"], UINT32_MAX), _peer(body["voter"]),
+                          _signature(body["sig"]))  # fmt: skip
+
+
+def _decode_expire(value: Any) -> TaskExpire:
+    body = _map(value, {"task", "why", "voter", "sig"})
+    if body["why"] not in EXPIRE_REASONS:
+        raise EntryError(f"an expiry vote says one of {EXPIRE_REASONS}")
+    return TaskExpire(_digest(body["task"]), body["why"], _peer(body["voter"]),
+                      _signature(body["sig"]))  # fmt: skip
 
 
 def _decode_down(value: Any) -> WorkerDown:
@@ -312,6 +368,7 @@ _DECODERS: dict[str, Callable[[Any], TaskEntry]] = {
     KIND_RESULT: _decode_result,
     KIND_TIMEOUT: _decode_timeout,
     KIND_DOWN: _decode_down,
+    KIND_EXPIRE: _decode_expire,
 }
 
 
@@ -325,6 +382,8 @@ def verify_entry(entry: Entry, verify: VerifyFn) -> TaskEntry:
     elif isinstance(decoded, WorkerAdvert):
         advert = decoded.advert
         ok = verify(advert.peer_id, advert.signed_bytes(), advert.signature)
+    elif isinstance(decoded, AttemptTimeout | TaskExpire):
+        ok = verify(decoded.voter, decoded.payload(), decoded.signature)
     else:
         ok = True
     if not ok:

@@ -9,21 +9,26 @@ measurements (`advertise`) and the outputs of runs it was asked to do
     run      {task_id, spec, slot, attempt}   this agent holds a slot: run it
     finished {task_id, status}       a task reached done / failed / rejected
 
-Only agents with `watchdog=True` (the committee members) propose timeouts and
-downs, so a reassignment is proposed by a few agents, deduplicated by entry id
-in the replicas, and decided once; applying it is idempotent anyway.
+Only agents with `watchdog=True` (the committee members) propose downs and
+signed votes: a timeout vote when an attempt's deadline passed on their clock,
+an expiry vote when a task stayed unschedulable for one attempt deadline or
+stayed open past its whole-task deadline. The board acts on f + 1 distinct
+members' votes; a member re-proposes its vote until it is counted.
+
+`replay` rebuilds the board from the decided batches a restarted agent kept
+(its persisted PBFT log) without re-running finished work.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from agentmesh.core.consensus import Entry
 from agentmesh.core.consensus.messages import VerifyFn
 from agentmesh.core.membership.capabilities import Capabilities, sign_advert
-from agentmesh.core.node import ContractError, MachineBase, Signer
+from agentmesh.core.node import ContractError, InvariantViolation, MachineBase, Signer
 from agentmesh.core.roles.capability import change_reason
 from agentmesh.core.roles.config import RolesConfig
 
@@ -31,15 +36,20 @@ from .board import OPEN, Change, TaskBoard
 from .config import TasksConfig
 from .entries import (
     NONCE_BYTES,
+    WHY_DEADLINE,
+    WHY_UNSCHEDULABLE,
     AttemptTimeout,
     EntryError,
     Requirements,
+    TaskExpire,
     TaskSpec,
     WorkerAdvert,
     WorkerDown,
     decode_entry,
+    sign_expire,
     sign_result,
     sign_submit,
+    sign_timeout,
 )
 
 _RUNS_MAX = 4_096  # runs handed to the host and not yet answered
@@ -56,6 +66,7 @@ class TasksMachine(MachineBase):
         config: TasksConfig | None = None,
         watchdog: bool = False,
         roles_config: RolesConfig | None = None,
+        committee: Collection[str] = (),
     ) -> None:
         super().__init__(signer.peer_id, rng)
         self.signer = signer
@@ -63,7 +74,7 @@ class TasksMachine(MachineBase):
         self.config = config or TasksConfig()
         self.watchdog = watchdog
         self.roles_config = roles_config or RolesConfig()
-        self.board = TaskBoard(self.config)
+        self.board = TaskBoard(self.config, committee)
         self.now_ms = 0
         self.timers: list[tuple[int, bytes, int, int]] = []  # (due, task, slot, attempt)
         self.runs: dict[tuple[bytes, int, int], None] = {}
@@ -73,6 +84,10 @@ class TasksMachine(MachineBase):
         self.advert_due: int | None = None
         self.last_advert_ms: int | None = None
         self.wanted_caps: tuple[Capabilities, int] | None = None
+        # watchdog: when each open task was first seen open / unschedulable (own clock)
+        self.opened_ms: dict[bytes, int] = {}
+        self.stuck_ms: dict[bytes, int] = {}
+        self.sweep_due: int | None = None
 
     # -- commands ----------------------------------------------------------------------
 
@@ -151,6 +166,43 @@ class TasksMachine(MachineBase):
                 self._on_change(change, now_ms)
             if isinstance(decoded, WorkerAdvert | WorkerDown):
                 self._after_worker_change(now_ms)
+            elif isinstance(decoded, TaskSpec) and self.watchdog:
+                self._watch(decoded.task_id, now_ms)
+
+    def replay(self, batches: Iterable[Iterable[Entry]], now_ms: int) -> int:
+        """Rebuild the board from decided batches kept before a restart; entries applied.
+
+        Nothing is re-run or reported for tasks that finished; slots still held
+        by this agent are run again (their attempt is unanswered) and every live
+        attempt gets a fresh deadline on this clock.
+        """
+        self.now_ms = now_ms
+        applied = 0
+        for entries in batches:
+            for entry in entries:
+                try:
+                    self.board.apply(decode_entry(entry))
+                except EntryError:
+                    self.count("replayed_malformed")
+                    continue
+                applied += 1
+        for task_id in self.board.open:
+            record = self.board.tasks[task_id]
+            if self.watchdog:
+                self._watch(task_id, now_ms)
+            for slot in record.slots:
+                if slot.worker is None:
+                    continue
+                change = Change("assigned", task_id, slot.index, slot.attempt, slot.worker)
+                self._on_change(change, now_ms)
+        self.count("replayed_entries", applied)
+        return applied
+
+    def _watch(self, task_id: bytes, now_ms: int) -> None:
+        if task_id in self.board.open and len(self.opened_ms) < self.config.open_tasks_max:
+            self.opened_ms.setdefault(task_id, now_ms)
+            if self.sweep_due is None:
+                self.sweep_due = now_ms + self.config.timeout_retry_ms
 
     def _on_change(self, change: Change, now_ms: int) -> None:
         if change.kind == "assigned":
@@ -163,6 +215,8 @@ class TasksMachine(MachineBase):
             if change.worker == self.node_id:
                 self._run(record.spec, change)
         elif change.kind == "finished":
+            self.opened_ms.pop(change.task, None)
+            self.stuck_ms.pop(change.task, None)
             finished = self.board.tasks.get(change.task)
             status = finished.status if finished is not None else "evicted"
             self.emit("finished", task_id=change.task, status=status)
@@ -191,6 +245,8 @@ class TasksMachine(MachineBase):
             due.append(min(self.downs_due.values()))
         if self.advert_due is not None:
             due.append(self.advert_due)
+        if self.watchdog and self.sweep_due is not None:
+            due.append(self.sweep_due)
         return min(due, default=None)
 
     def tick(self, now_ms: int) -> None:
@@ -204,7 +260,7 @@ class TasksMachine(MachineBase):
             if current.worker is None or current.attempt != attempt or current.closed:
                 continue
             if self.watchdog:
-                self._propose(AttemptTimeout(task_id, slot, attempt).entry())
+                self._vote(sign_timeout(self.signer, task_id, slot, attempt))
             retry = now_ms + self.config.timeout_retry_ms
             heapq.heappush(self.timers, (retry, task_id, slot, attempt))
         if self.watchdog:
@@ -218,6 +274,33 @@ class TasksMachine(MachineBase):
                     self.downs_due[peer] = now_ms + self.config.timeout_retry_ms
         if self.advert_due is not None and self.advert_due <= now_ms:
             self._advert_now(now_ms)
+        if self.watchdog and self.sweep_due is not None and self.sweep_due <= now_ms:
+            self._sweep(now_ms)
+
+    def _sweep(self, now_ms: int) -> None:
+        """Expiry votes for tasks open too long or unschedulable for one attempt deadline."""
+        board = self.board
+        for task_id in list(self.opened_ms):
+            record = board.tasks.get(task_id)
+            if record is None or record.status != OPEN:
+                self.opened_ms.pop(task_id, None)
+                self.stuck_ms.pop(task_id, None)
+                continue
+            if now_ms - self.opened_ms[task_id] >= board.task_deadline_ms(record.spec):
+                self._vote(sign_expire(self.signer, task_id, WHY_DEADLINE))
+            if board.unschedulable(record) is None:
+                self.stuck_ms.pop(task_id, None)
+                continue
+            since = self.stuck_ms.setdefault(task_id, now_ms)
+            if now_ms - since >= record.spec.deadline_ms:
+                self._vote(sign_expire(self.signer, task_id, WHY_UNSCHEDULABLE))
+        self.sweep_due = now_ms + self.config.timeout_retry_ms if self.opened_ms else None
+
+    def _vote(self, vote: AttemptTimeout | TaskExpire) -> None:
+        if self.board.has_voted(vote):
+            return  # counted already: re-proposing would only load the log
+        self.count("votes_proposed")
+        self._propose(vote.entry())
 
     def _advert_now(self, now_ms: int) -> None:
         if self.wanted_caps is None:
@@ -247,8 +330,14 @@ class TasksMachine(MachineBase):
             raise ContractError("a task id prefix has 1..64 hex characters")
         return [t for t in self.board.tasks if t.hex().startswith(prefix.lower())][:2]
 
+    def input_holders(self, task_id: bytes) -> list[str]:
+        """Agents that may hold the task's input, in the order to ask them."""
+        return self.board.input_holders(task_id)
+
     def workers(self) -> Mapping[str, Capabilities]:
         return {peer: w.caps for peer, w in self.board.workers.items() if w.up}
 
     def check_invariants(self) -> None:
         self.board.check_invariants()
+        if len(self.opened_ms) > self.config.open_tasks_max:
+            raise InvariantViolation("more watched tasks than open tasks")

@@ -75,7 +75,8 @@ class TasksNet:
                               random.Random(f"{seed}/{peer}"), consensus,
                               validate_entry=entry_validator(verify_from_peer_id))  # fmt: skip
             machine = TasksMachine(identity, verify_from_peer_id, random.Random(f"{seed}/{k}"),
-                                   config, watchdog=peer in self.genesis.committee)  # fmt: skip
+                                   config, watchdog=peer in self.genesis.committee,
+                                   committee=self.genesis.committee)  # fmt: skip
             self.nodes[peer] = Node(peer, fleet[k], replica, machine)
         for node in self.nodes.values():
             node.replica.start(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from collections import Counter
 from dataclasses import replace
 
@@ -16,14 +17,19 @@ from agentmesh.core.membership.capabilities import Capabilities, sign_advert
 from agentmesh.core.tasks import (
     DONE,
     ENTRY_KINDS,
+    EXPIRED,
     FAILED,
     REJECTED,
+    UNSCHEDULABLE,
+    WHY_DEADLINE,
+    WHY_UNSCHEDULABLE,
     AttemptTimeout,
     EntryError,
     Requirements,
     TaskBoard,
     TasksConfig,
     TasksError,
+    TasksMachine,
     TaskSpec,
     WorkerAdvert,
     WorkerDown,
@@ -31,8 +37,10 @@ from agentmesh.core.tasks import (
     decode_entry,
     eligible,
     entry_validator,
+    sign_expire,
     sign_result,
     sign_submit,
+    sign_timeout,
     tasks_genesis,
     verify_entry,
 )
@@ -71,8 +79,11 @@ def spec(
     return sign_submit(IDS[0], unsigned)
 
 
+COMMITTEE = tuple(i.peer_id for i in IDS[4:8])  # 3f + 1 = 4 members: f + 1 = 2 votes decide
+
+
 def board_with(workers: list[Capabilities], config: TasksConfig | None = None) -> TaskBoard:
-    board = TaskBoard(config)
+    board = TaskBoard(config, COMMITTEE)
     for k, c in enumerate(workers):
         board.apply(advert(k, c))
     return board
@@ -81,6 +92,11 @@ def board_with(workers: list[Capabilities], config: TasksConfig | None = None) -
 def output_of(board: TaskBoard, task: bytes, slot: int, k: int, output: bytes = b"\x01"):
     attempt = board.tasks[task].slots[slot].attempt
     return sign_result(IDS[k], task, slot, attempt, True, output)
+
+
+def timeout(board: TaskBoard, task: bytes, slot: int, attempt: int, voters=(4, 5)) -> None:
+    for k in voters:
+        board.apply(sign_timeout(IDS[k], task, slot, attempt))
 
 
 def holder(board: TaskBoard, task: bytes, slot: int = 0) -> int:
@@ -95,7 +111,8 @@ def test_every_entry_round_trips_and_carries_a_checked_signature() -> None:
     task = spec(replicas=2, verifiable=True, requirements=Requirements(512, "npu", "litert",
                                                                        ("edge",)))  # fmt: skip
     entries = [task, advert(1, caps()), sign_result(IDS[2], task.task_id, 1, 3, True, b"out"),
-               AttemptTimeout(task.task_id, 0, 1), WorkerDown(IDS[1].peer_id, 0, 1)]  # fmt: skip
+               sign_timeout(IDS[4], task.task_id, 0, 1), WorkerDown(IDS[1].peer_id, 0, 1),
+               sign_expire(IDS[5], task.task_id, WHY_DEADLINE)]  # fmt: skip
     validate = entry_validator(verify_from_peer_id)
     for decoded in entries:
         entry = decoded.entry()
@@ -113,6 +130,12 @@ def test_forged_or_altered_entries_are_refused() -> None:
     assert not validate(replace(result, output=b"forged").entry())
     assert not validate(replace(result, worker=IDS[3].peer_id).entry())
     assert not validate(Entry("task_exec", b"\xa0"))
+    vote = sign_timeout(IDS[4], task.task_id, 0, 1)
+    assert not validate(replace(vote, voter=IDS[5].peer_id).entry())  # a vote in another's name
+    assert not validate(replace(vote, attempt=2).entry())
+    assert not validate(AttemptTimeout(task.task_id, 0, 1).entry())  # unsigned: no longer valid
+    expire = sign_expire(IDS[4], task.task_id, WHY_DEADLINE)
+    assert not validate(replace(expire, why=WHY_UNSCHEDULABLE).entry())
 
 
 def test_only_built_in_kinds_and_sane_shapes_can_be_signed() -> None:
@@ -180,7 +203,7 @@ def test_a_slot_completes_exactly_once_even_with_duplicate_and_late_results() ->
     task = spec()
     board.apply(task)
     first = holder(board, task.task_id)
-    board.apply(AttemptTimeout(task.task_id, 0, 1))  # reassigned to someone else
+    timeout(board, task.task_id, 0, 1)  # f + 1 votes: reassigned to someone else
     second = holder(board, task.task_id)
     assert second != first and board.tasks[task.task_id].slots[0].attempt == 2
     late = sign_result(IDS[first], task.task_id, 0, 1, True, b"late")
@@ -275,3 +298,155 @@ def test_genesis_committee_is_the_same_for_any_member_order() -> None:
     a = tasks_genesis("m", roles)
     b = tasks_genesis("m", dict(reversed(list(roles.items()))))
     assert a == b and len(a.committee) == 4 and a.genesis_id == b.genesis_id
+
+
+# -- votes: timeouts and expiry need f + 1 committee members ---------------------------------
+
+
+def test_a_byzantine_members_early_timeouts_move_nothing_until_f_plus_1_agree() -> None:
+    board = board_with([caps(), caps(), caps()])
+    task = spec()
+    board.apply(task)
+    slot = board.tasks[task.task_id].slots[0]
+    first = slot.worker
+    for _ in range(3):  # one faulty member, again and again: counts once
+        board.apply(sign_timeout(IDS[4], task.task_id, 0, 1))
+    board.apply(sign_timeout(IDS[0], task.task_id, 0, 1))  # a worker, not a member
+    assert (slot.worker, slot.attempt) == (first, 1)
+    assert board.counters["vote_not_member"] == 1
+    board.apply(sign_timeout(IDS[5], task.task_id, 0, 1))  # a second member: f + 1 = 2
+    assert slot.attempt == 2 and slot.worker not in (None, first)
+    board.apply(sign_timeout(IDS[6], task.task_id, 0, 1))  # an older attempt's vote
+    board.apply(sign_timeout(IDS[4], task.task_id, 0, 2))
+    assert slot.attempt == 2 and board.counters["timeout_stale"] == 1
+    board.check_invariants()
+
+
+def test_a_watchdog_votes_once_its_deadline_passed_and_stops_when_counted() -> None:
+    machine = TasksMachine(IDS[4], verify_from_peer_id, random.Random(1),
+                           TasksConfig(timeout_retry_ms=100), watchdog=True,
+                           committee=COMMITTEE)  # fmt: skip
+    task = spec()
+    machine.on_decided([advert(0, caps()).entry(), task.entry()], 0)
+    machine.take_outbox()
+    machine.tick(task.deadline_ms - 1)
+    assert machine.take_outbox() == []
+    machine.tick(task.deadline_ms)
+    vote = sign_timeout(IDS[4], task.task_id, 0, 1).entry()
+    assert [e.data["entry"] for e in machine.take_outbox()] == [vote]
+    machine.tick(task.deadline_ms + 100)  # not decided yet: proposed again
+    assert [e.data["entry"] for e in machine.take_outbox()] == [vote]
+    machine.on_decided([vote], task.deadline_ms + 150)
+    machine.tick(task.deadline_ms + 200)  # counted: no more proposals
+    assert [e for e in machine.take_outbox() if e.data.get("entry") == vote] == []
+
+
+def test_too_few_capable_workers_end_unschedulable_with_f_plus_1_votes() -> None:
+    board = board_with([caps(), caps()])
+    gpu = spec(1, requirements=Requirements(accelerator="gpu"))
+    pair = spec(2, replicas=3)  # three distinct workers, two exist
+    for task in (gpu, pair):
+        board.apply(task)
+        record = board.tasks[task.task_id]
+        assert board.unschedulable(record) is not None
+        board.apply(sign_expire(IDS[4], task.task_id, WHY_UNSCHEDULABLE))
+        assert record.status == "open"
+        board.apply(sign_expire(IDS[5], task.task_id, WHY_UNSCHEDULABLE))
+        assert record.status == UNSCHEDULABLE and "capable" in record.reason
+    assert not board.waiting and not board.queue_lengths()
+    board.check_invariants()
+
+
+def test_unschedulable_votes_are_moot_once_a_capable_worker_came() -> None:
+    board = board_with([caps()])
+    task = spec(3, requirements=Requirements(accelerator="gpu"))
+    board.apply(task)
+    board.apply(sign_expire(IDS[4], task.task_id, WHY_UNSCHEDULABLE))
+    board.apply(advert(5, caps(accelerators=("gpu",))))
+    board.apply(sign_expire(IDS[5], task.task_id, WHY_UNSCHEDULABLE))  # re-checked: schedulable
+    record = board.tasks[task.task_id]
+    assert record.status == "open" and record.slots[0].worker == IDS[5].peer_id
+    assert board.counters["expire_moot"] == 1 and not record.expire_votes
+    board.check_invariants()
+
+
+def test_a_task_open_past_its_deadline_expires_and_late_votes_change_nothing() -> None:
+    board = board_with([caps()])
+    task = spec(4)
+    board.apply(task)
+    board.apply(sign_expire(IDS[6], task.task_id, WHY_DEADLINE))
+    board.apply(sign_expire(IDS[6], task.task_id, WHY_DEADLINE))  # once per member
+    assert board.tasks[task.task_id].status == "open"
+    board.apply(sign_expire(IDS[7], task.task_id, WHY_DEADLINE))
+    assert board.tasks[task.task_id].status == EXPIRED
+    assert board.apply(output_of(board, task.task_id, 0, 0)) == []  # too late: no result
+    board.apply(sign_expire(IDS[4], task.task_id, WHY_DEADLINE))
+    assert board.counters["expire_stale"] == 1
+    board.check_invariants()
+
+
+def test_a_watchdog_votes_expiry_after_one_deadline_unschedulable_or_the_task_deadline() -> None:
+    config = TasksConfig(timeout_retry_ms=100, task_open_ms_min=5_000)
+    machine = TasksMachine(IDS[4], verify_from_peer_id, random.Random(1), config,
+                           watchdog=True, committee=COMMITTEE)  # fmt: skip
+    stuck = spec(5, requirements=Requirements(accelerator="gpu"))  # deadline_ms 1000
+    slow = spec(6)
+    machine.on_decided([advert(0, caps()).entry(), stuck.entry(), slow.entry()], 0)
+    machine.take_outbox()
+    proposed: list[Entry] = []
+    for now in range(100, 6_000, 100):
+        if machine.next_deadline() is not None and machine.next_deadline() <= now:
+            machine.tick(now)
+        proposed += [e.data["entry"] for e in machine.take_outbox() if e.kind == "propose"]
+        if now == 900:
+            assert sign_expire(IDS[4], stuck.task_id, WHY_UNSCHEDULABLE).entry() not in proposed
+    assert sign_expire(IDS[4], stuck.task_id, WHY_UNSCHEDULABLE).entry() in proposed
+    assert sign_expire(IDS[4], slow.task_id, WHY_DEADLINE).entry() in proposed
+    machine.check_invariants()
+
+
+def test_input_holders_come_in_a_deterministic_order() -> None:
+    board = board_with([caps(), caps(), caps()])
+    first = spec(7)
+    board.apply(first)
+    ran_first = holder(board, first.task_id)
+    board.apply(output_of(board, first.task_id, 0, ran_first))
+    again = sign_submit(IDS[1], replace(first, nonce=b"\x01" * 16))  # same input, other task
+    board.apply(again)
+    was = holder(board, again.task_id)
+    timeout(board, again.task_id, 0, 1)
+    now = holder(board, again.task_id)
+    holders = board.input_holders(again.task_id)
+    expected = [IDS[1].peer_id, IDS[was].peer_id, IDS[now].peer_id, IDS[ran_first].peer_id]
+    assert holders == list(dict.fromkeys(expected))
+    assert board.input_holders(b"x" * 32) == []
+
+
+# -- restart: the board from the decided log ----------------------------------------------
+
+
+def test_replay_rebuilds_the_board_and_reruns_only_unanswered_own_slots() -> None:
+    worker = caps("server", 65536, 32)
+    batches = [[advert(0, worker).entry(), advert(1, caps()).entry()]]
+    tasks = [spec(10 + n) for n in range(4)]
+    batches.append([t.entry() for t in tasks])
+    live = TasksMachine(IDS[0], verify_from_peer_id, random.Random(2), committee=COMMITTEE)
+    for batch in batches:
+        live.on_decided(batch, 0)
+    runs = [e.data for e in live.take_outbox() if e.kind == "run"]
+    answered = [sign_result(IDS[0], r["task_id"], r["slot"], r["attempt"], True, b"\x07")
+                for r in runs[:-1]]  # fmt: skip
+    batches.append([r.entry() for r in answered])
+    live.on_decided(batches[-1], 0)
+
+    restarted = TasksMachine(IDS[0], verify_from_peer_id, random.Random(3), committee=COMMITTEE)
+    assert restarted.replay(batches, 50_000) == sum(len(b) for b in batches)
+    events = restarted.take_outbox()
+    assert [e.kind for e in events] == ["run"]  # not re-run: the answered ones
+    assert (events[0].data["task_id"], events[0].data["slot"]) == (runs[-1]["task_id"], 0)
+    for task in tasks:
+        a, b = live.board.tasks[task.task_id], restarted.board.tasks[task.task_id]
+        assert (a.status, [s.worker for s in a.slots]) == (b.status, [s.worker for s in b.slots])
+    assert restarted.board.results_by_worker == live.board.results_by_worker
+    assert restarted.next_deadline() == 50_000 + tasks[0].deadline_ms
+    restarted.check_invariants()
