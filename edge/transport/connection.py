@@ -240,6 +240,11 @@ class PeerConnection:
             return
         self.quic.handle_timer(now=max(now, timer_at))
         self._process_events()
+        if self._flush_pending:
+            # Usually an old handle meeting the ACK made due on receipt: the reply
+            # (or _flush, a few loop turns on) carries it and re-arms the timer; an
+            # ACK-only datagram now would cost the peer a wakeup and a decrypt.
+            return
         self.transmit()
 
     # -- QUIC events ----------------------------------------------------------------
@@ -516,6 +521,15 @@ class PeerConnection:
             raise ConnectionLost(f"connection to {self.peer_id} is {self.state.value}")
         self.last_activity_s = self._loop.time()
         self._write_control(FrameType.DATA, payload)
+
+    def control_writable(self) -> bool:
+        """True when a control frame may be written without waiting for ACKs."""
+        stream_id = self._control_stream_id
+        return (
+            stream_id is not None
+            and stream_id not in self._stopped_streams
+            and self._unacked_bytes(stream_id) <= self._limits.send_window_bytes
+        )
 
     async def wait_control_writable(self, timeout_s: float) -> None:
         """Back-pressure for control frames: wait while too much is unacknowledged."""

@@ -69,6 +69,10 @@ class ControlDecoder:
 
     def feed(self, data: bytes) -> list[ControlFrame | FrameOversized]:
         """Frames completed by `data`, in order."""
+        if not self._buffer and not self._skip_bytes:
+            frames = self._whole_frames(data)
+            if frames is not None:
+                return frames
         out: list[ControlFrame | FrameOversized] = []
         view = memoryview(data)
         if self._skip_bytes:
@@ -93,6 +97,23 @@ class ControlDecoder:
                 break
             out.append(ControlFrame(frame_type, bytes(self._buffer[FRAME_HEADER_SIZE_BYTES:end])))
             del self._buffer[:end]
+        return out
+
+    def _whole_frames(self, data: bytes) -> list[ControlFrame | FrameOversized] | None:
+        """The frames of `data` when it holds only whole, allowed frames (the usual
+        case: one frame per STREAM frame); None sends it down the buffering path."""
+        out: list[ControlFrame | FrameOversized] = []
+        offset = 0
+        size = len(data)
+        while offset < size:
+            if size - offset < FRAME_HEADER_SIZE_BYTES:
+                return None
+            frame_type, length = _FRAME_HEADER.unpack_from(data, offset)
+            start = offset + FRAME_HEADER_SIZE_BYTES
+            offset = start + length
+            if length > self._frame_bytes_max or offset > size:
+                return None
+            out.append(ControlFrame(frame_type, data[start:offset]))
         return out
 
     @property
@@ -150,6 +171,23 @@ class BlobDecoder:
         if self._hash.digest() != self._digest:
             return BlobVerdict.DIGEST_MISMATCH
         return BlobVerdict.COMPLETE
+
+    def _whole_frames(self, data: bytes) -> list[ControlFrame | FrameOversized] | None:
+        """The frames of `data` when it holds only whole, allowed frames (the usual
+        case: one frame per STREAM frame); None sends it down the buffering path."""
+        out: list[ControlFrame | FrameOversized] = []
+        offset = 0
+        size = len(data)
+        while offset < size:
+            if size - offset < FRAME_HEADER_SIZE_BYTES:
+                return None
+            frame_type, length = _FRAME_HEADER.unpack_from(data, offset)
+            start = offset + FRAME_HEADER_SIZE_BYTES
+            offset = start + length
+            if length > self._frame_bytes_max or offset > size:
+                return None
+            out.append(ControlFrame(frame_type, data[start:offset]))
+        return out
 
     @property
     def buffered_bytes(self) -> int:

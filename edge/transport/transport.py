@@ -207,9 +207,11 @@ class QuicTransport:
         """Send one frame; dials `address` (or the remembered one) when not connected."""
         if len(frame) > self.limits.frame_bytes_max:
             raise FrameTooLarge(f"{len(frame)} bytes > frame_bytes_max")
-        connection = await self._connection_to(peer_id, address)
-        timeout_s = self.limits.send_timeout_ms / 1000
-        await connection.wait_control_writable(timeout_s)
+        connection = self._preferred(peer_id) if not self._closed else None
+        if connection is None:
+            connection = await self._connection_to(peer_id, address)
+        if not connection.control_writable():
+            await connection.wait_control_writable(self.limits.send_timeout_ms / 1000)
         connection.send_frame(frame)
         self.count("frames_sent")
 
@@ -328,6 +330,13 @@ class QuicTransport:
     def datagram_received(self, data: bytes, address: NetworkAddress) -> None:
         """Route one datagram to its connection, or start a server-side connection."""
         self._counters["datagrams_received"] += 1
+        # Fast path, nearly every datagram: a 1-RTT short header (form bit 0, fixed
+        # bit 1, RFC 9000 §17.3) of a known connection; the id follows the first byte.
+        if data and data[0] & 0xC0 == 0x40:
+            connection = self._by_cid.get(data[1 : 1 + _CID_LENGTH])
+            if connection is not None:
+                connection.datagram_received(data, address)
+                return
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=_CID_LENGTH)
         except ValueError:
