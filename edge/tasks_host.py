@@ -10,8 +10,13 @@ clock, SQLite file, blob store and signing identity, like the rounds host
   that follows them; committee members push each decided batch with its commit
   certificate to the non-members, whose observer replica verifies it;
 - inputs and models travel by sha-256: a worker fetches a blob it lacks from
-  the task's submitter (`tasks.fetch` -> `tasks.blob`, checked against its
-  digest) and keeps it in the agent's content-addressed store;
+  the submitter or any agent known to hold it (`TaskBoard.input_holders`, then
+  every member; dead ones last), one holder at a time with a per-holder
+  timeout (`tasks.fetch` -> `tasks.blob`, checked against its digest), and
+  keeps it in the agent's content-addressed store;
+- the genesis is kept in the state file; a restarted agent rebuilds its
+  replica from the persisted records and its board by replaying the decided
+  batches among them, so it answers for old tasks and re-runs nothing finished;
 - runs use one worker thread and a trainer instance of their own (LiteRT
   interpreters are not shared between threads).
 This host owns its timers and its polling of the membership view, so the
@@ -37,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agentmesh.core.consensus import ConsensusConfig, Replica
+from agentmesh.core.consensus import ConsensusConfig, DurableState, Entry, Replica
+from agentmesh.core.consensus.durable import PersistExecuted, PersistSnapshot
 from agentmesh.core.consensus.messages import CertifiedBatch, StateReply
 from agentmesh.core.identity import verify_from_peer_id
 from agentmesh.core.learning.digits8 import initial_mlp_weights
@@ -55,7 +61,7 @@ from agentmesh.core.tasks import (
     entry_validator,
     tasks_genesis,
 )
-from agentmesh.core.wire import DEFAULT_REGISTRY, Envelope, Field, MessageType
+from agentmesh.core.wire import DEFAULT_REGISTRY, Envelope, Field, MessageType, cbor
 from agentmesh.edge.model_store import ModelStore, ModelStoreError
 from agentmesh.edge.probe import probe_capabilities
 from agentmesh.edge.replica_driver import ReplicaDriver
@@ -82,12 +88,14 @@ _TYPES = (PBFT_TYPE, FETCH_TYPE, BLOB_TYPE)
 for _type in _TYPES:
     DEFAULT_REGISTRY.register(_type)
 TASK_TYPES = frozenset(t.name for t in _TYPES)
+Batches = list[tuple[Entry, ...]]  # decided batches, in sequence order
 
 CAPABILITIES_ENV = "AGENTMESH_CAPABILITIES"  # JSON overrides of the advertised capabilities
 _EARLY_FRAMES_MAX = 1024
 _FETCH_WAITERS_MAX = 256
-_FETCH_TIMEOUT_S = 3.0
-_FETCH_ATTEMPTS = 3
+_FETCH_TIMEOUT_S = 1.5  # per holder: a dead or blob-less holder costs this much
+_FETCH_TRIES_MAX = 12  # holders asked per blob (two passes over short lists)
+_META_GENESIS = "tasks.genesis"
 _POLL_S = 0.25
 _OVERRIDABLE = {
     "device_class": str, "ram_total_mb": int, "ram_free_mb": int, "cpu_cores": int,
@@ -209,13 +217,15 @@ class TasksHost(ReplicaDriver):
         self.machine: TasksMachine | None = None
         self.early: list[tuple[str, Envelope]] = []
         self.counters: dict[str, int] = {}
-        self.fetches: dict[bytes, asyncio.Future[bytes]] = {}
+        self.fetches: dict[bytes, asyncio.Future[tuple[bytes, str]]] = {}
         self.submitted_ms: dict[bytes, int] = {}
         self.finished_ms: dict[bytes, int] = {}
         self.ordered_ms: dict[bytes, int] = {}  # own submissions: when the submit was decided
         self.unordered: dict[bytes, TaskSpec] = {}  # own submissions not decided yet
         self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._training_data: Any = None
+        self.restored = self._persisted_genesis()
+        self.disabled: str | None = None  # why tasks stay off (a corrupt stored log)
         self._init_log()
         self._wake = asyncio.Event()
         self._jobs: set[asyncio.Task[None]] = set()
@@ -236,6 +246,9 @@ class TasksHost(ReplicaDriver):
             if membership is None:
                 continue
             members = membership.status()
+            if self.genesis is None and self.restored is not None:
+                self._restart(self.restored)
+                continue
             if self.genesis is None:
                 self._maybe_form(members)
                 continue
@@ -253,24 +266,95 @@ class TasksHost(ReplicaDriver):
 
     def _maybe_form(self, members: list[dict[str, Any]]) -> None:
         alive = [m for m in members if m["state"] == "alive"]
-        if len(alive) != self.settings.expect:
+        if len(alive) != self.settings.expect or self.disabled is not None:
             return
         roles = {m["peer_id"]: tuple(m["capabilities"].get("roles_allowed", ())) for m in alive}
         genesis = tasks_genesis(self.agent.config.mesh, roles, self.settings.committee_size)
+        self.agent.store.set_meta(_META_GENESIS, json.dumps(
+            {"mesh": genesis.mesh, "members": genesis.members, "committee": genesis.committee}
+        ))  # fmt: skip
+        self._form(genesis, None, [])
+
+    def _persisted_genesis(self) -> TasksGenesis | None:
+        """The task genesis this state dir formed before (same mesh), else None."""
+        raw = self.agent.store.get_meta(_META_GENESIS)
+        if raw is None:
+            return None
+        try:
+            kept = json.loads(raw)
+            genesis = TasksGenesis(kept["mesh"], tuple(kept["members"]), tuple(kept["committee"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            log.warning("ignoring the stored task genesis: %s", error)
+            return None
+        return genesis if genesis.mesh == self.agent.config.mesh else None
+
+    def _restart(self, genesis: TasksGenesis) -> None:
+        """Form from the kept genesis: replica from its records, board from its batches."""
+        try:
+            durable, batches = self._load_log(genesis)
+        except TasksHostError as error:
+            # Never start over on a committee member's lost votes: stay out, say why.
+            log.error("tasks stay off: %s", error)
+            self.restored = None
+            self.disabled = str(error)
+            return
+        self._form(genesis, durable, batches)
+        log.info("task log replayed: %d batches, %d entries", len(batches),
+                 self.counters.get("replayed_entries", 0))  # fmt: skip
+
+    def _load_log(
+        self, genesis: TasksGenesis
+    ) -> tuple[DurableState | None, list[tuple[Entry, ...]]]:
+        """The replica state the kept records reduce to, and the decided batches in order."""
+        rows = self._log_connection.execute(
+            f"SELECT record FROM {self._log_table} WHERE genesis = ? ORDER BY id",
+            (genesis.genesis_id,),
+        ).fetchall()
+        if not rows:
+            return None, []
+        committee = genesis.consensus_committee()
+        durable = DurableState(committee.epoch, committee.members)
+        batches: dict[int, tuple[Entry, ...]] = {}
+        for (row,) in rows:
+            try:
+                record = from_wire(cbor.decode(row))
+            except (PbftWireError, ValueError) as error:
+                raise TasksHostError(
+                    f"the task log in the state file is corrupt: {error}"
+                ) from None
+            durable.apply(record)
+            if isinstance(record, PersistExecuted):
+                batches[record.seq] = record.certified.batch
+            elif isinstance(record, PersistSnapshot):
+                self._count("replay_gap")  # batches skipped by state transfer: not kept here
+        ordered = [batches[seq] for seq in sorted(batches)]
+        if sorted(batches) != list(range(1, len(batches) + 1)):
+            self._count("replay_gap")
+            log.warning("the task log has gaps: old tasks may be missing from this board")
+        return durable, ordered
+
+    def _form(
+        self,
+        genesis: TasksGenesis,
+        durable: DurableState | None,
+        batches: Batches,
+    ) -> None:
         self.genesis = genesis
         rng = random.Random(os.urandom(16))
         self.replica = Replica(
             self.agent.identity, verify_from_peer_id, genesis.consensus_committee(), rng,
-            ConsensusConfig(), validate_entry=entry_validator(verify_from_peer_id),
+            ConsensusConfig(), durable, validate_entry=entry_validator(verify_from_peer_id),
         )  # fmt: skip
         self.machine = TasksMachine(
             self.agent.identity, verify_from_peer_id, random.Random(os.urandom(16)),
             self.config, watchdog=self.peer_id in genesis.committee,
             committee=genesis.committee,
         )  # fmt: skip
+        now = self.agent.clock.now_ms()
+        if batches:
+            self.counters["replayed_entries"] = self.machine.replay(batches, now)
         log.info("task committee formed: %s; I am %s", ",".join(p[-6:] for p in genesis.committee),
                  "a member" if self.peer_id in genesis.committee else "an observer")  # fmt: skip
-        now = self.agent.clock.now_ms()
         self.replica.start(now)
         self.machine.start(now)
         membership = self.agent.machine
@@ -290,7 +374,7 @@ class TasksHost(ReplicaDriver):
             self._serve_fetch(sender, envelope.body["digest"])
             return
         if name == BLOB_TYPE.name:
-            self._on_blob(envelope.body["digest"], envelope.body["data"])
+            self._on_blob(sender, envelope.body["digest"], envelope.body["data"])
             return
         replica = self.replica
         if replica is None:
@@ -316,7 +400,7 @@ class TasksHost(ReplicaDriver):
             return
         self.agent.send_envelope(sender, BLOB_TYPE.name, {"digest": digest, "data": data})
 
-    def _on_blob(self, digest: bytes, data: bytes) -> None:
+    def _on_blob(self, sender: str, digest: bytes, data: bytes) -> None:
         waiter = self.fetches.get(digest)
         if waiter is None or waiter.done():
             self._count("dropped_unsolicited_blob")
@@ -325,7 +409,7 @@ class TasksHost(ReplicaDriver):
             self._count("dropped_blob_digest_mismatch")
             return
         self.store.put_blob(data)
-        waiter.set_result(data)
+        waiter.set_result((data, sender))
 
     async def _timer_loop(self) -> None:
         while True:
@@ -394,8 +478,10 @@ class TasksHost(ReplicaDriver):
         spec, task_id = data["spec"], data["task_id"]
         slot, attempt = data["slot"], data["attempt"]
         ok, output = False, b""
-        inputs = await self._blob(spec.input, spec.submitter)
-        model = await self._blob(spec.model, spec.submitter) if spec.kind == KIND_INFER else b""
+        self._count("runs_started")
+        holders = self._holders(task_id)
+        inputs = await self._blob(spec.input, holders)
+        model = await self._blob(spec.model, holders) if spec.kind == KIND_INFER else b""
         if inputs is None or model is None:
             self._count("run_input_unavailable")
             output = b"input unavailable"
@@ -413,13 +499,22 @@ class TasksHost(ReplicaDriver):
             machine.on_output(task_id, slot, attempt, ok, output, self.agent.clock.now_ms())
             self.drain()
 
-    async def _blob(self, digest: bytes, holder: str) -> bytes | None:
-        """The blob from the local store, else fetched from `holder` (a few attempts)."""
+    def _holders(self, task_id: bytes) -> list[str]:
+        """Whom to ask for the task's blobs: known holders, then every member; dead ones last."""
+        machine, genesis = self.machine, self.genesis
+        assert machine is not None and genesis is not None
+        found = dict.fromkeys([*machine.input_holders(task_id), *genesis.members])
+        found.pop(self.peer_id, None)
+        return sorted(found, key=lambda peer: peer in machine.gone)  # stable: order kept
+
+    async def _blob(self, digest: bytes, holders: list[str]) -> bytes | None:
+        """The blob from the local store, else from the first holder that sends it in time."""
         with contextlib.suppress(ModelStoreError):
             data = self.store.get_blob(digest)
             if data is not None:
                 return data
-        for _ in range(_FETCH_ATTEMPTS):
+        tries = (holders * 2)[:_FETCH_TRIES_MAX]
+        for index, holder in enumerate(tries):
             waiter = self.fetches.get(digest)
             if waiter is None or waiter.done():
                 if len(self.fetches) >= _FETCH_WAITERS_MAX:
@@ -429,12 +524,16 @@ class TasksHost(ReplicaDriver):
                 self.fetches[digest] = waiter
             self.agent.send_envelope(holder, FETCH_TYPE.name, {"digest": digest})
             try:
-                return await wait_within(asyncio.shield(waiter), _FETCH_TIMEOUT_S)
+                data, sender = await wait_within(asyncio.shield(waiter), _FETCH_TIMEOUT_S)
             except TimeoutError:
                 self._count("fetch_timeout")
+                continue
             finally:
                 if waiter.done():
                     self.fetches.pop(digest, None)
+            if index > 0 or sender != holders[0]:
+                self._count("fetch_from_other_holder")  # not the submitter (first): it failed us
+            return data
         return None
 
     def _infer_job(self, inputs: bytes, model: bytes) -> bytes:
