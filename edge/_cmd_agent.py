@@ -211,6 +211,13 @@ def _add_rounds_flags(join: argparse.ArgumentParser) -> None:
         help="validators in the genesis committee, 3f+1 (default 4)",
     )
     group.add_argument(
+        "--epoch-stable-ms",
+        type=int,
+        default=2000,
+        help="a joined or departed member must be seen this long before the committee "
+        "proposes the next membership epoch (default 2000)",
+    )
+    group.add_argument(
         "--poison",
         choices=POISONS,
         help="experiments only: this agent poisons its updates (Byzantine)",
@@ -236,6 +243,7 @@ def rounds_settings(args: argparse.Namespace) -> RoundsSettings | None:
         committee_size=args.committee_size,
         poison=args.poison,
         runtime=args.runtime,
+        epoch_stable_ms=args.epoch_stable_ms,
     )
 
 

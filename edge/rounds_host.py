@@ -201,6 +201,7 @@ class RoundsHost(ReplicaDriver):
         self._genesis_claims: dict[bytes, tuple[Genesis, set[str]]] = {}
         self._joined_ms: int | None = None  # when this agent adopted a running mesh
         self.epoch_log: list[dict[str, Any]] = []
+        self._certifiers: tuple[str, ...] = ()  # the committee of the batches being decided
         self.settings_aggregators = RoundsConfig(params=1).aggregators_per_round
 
     # -- formation ----------------------------------------------------------------------
@@ -232,6 +233,7 @@ class RoundsHost(ReplicaDriver):
     def _start(self, genesis: Genesis, joining: bool = False) -> None:
         """Run the replica (member or observer) and the round machine of `genesis`."""
         self.genesis = genesis
+        self._certifiers = genesis.committee
         config = RoundsConfig(
             params=self.params,
             rounds_total=self.settings.rounds,
@@ -395,6 +397,7 @@ class RoundsHost(ReplicaDriver):
         log.info("epoch %d: %d members, committee %s, I am %s", roles.epoch,
                  len(tracker.committed.peers), ",".join(p[-6:] for p in roles.committee),
                  self._roles_of(roles))  # fmt: skip
+        self._certifiers = roles.committee
         machine.set_epoch(roles, now)
 
     def _roles_of(self, roles: EpochRoles) -> list[str]:
@@ -492,11 +495,12 @@ class RoundsHost(ReplicaDriver):
         assert replica is not None and machine is not None and tracker is not None
         entries, certificate = event.data["entries"], event.data["certificate"]
         tracker.on_decided(event.data["seq"], event.data["digest"])
-        if self.peer_id in replica.committee:
-            # Observers (everyone outside the committee, joiners included) get each batch.
+        certifiers = self._certifiers  # the batch's committee (an epoch batch changed replica's)
+        if self.peer_id in certifiers:
+            # Everyone outside that committee (observers, joiners, its successors) gets it.
             push = StateReply((CertifiedBatch(entries, certificate),), None, None, None)
             committed = set(tracker.committed.peers) | set(self._alive)
-            for peer in sorted(committed - set(replica.committee.members) - {self.peer_id}):
+            for peer in sorted(committed - set(certifiers) - {self.peer_id}):
                 self._send_pbft(peer, push)
         self._certificate = certificate
         machine.on_decided(entries, self.agent.clock.now_ms())

@@ -1,0 +1,83 @@
+"""Membership epochs in memory (RoundsNet with epochs): join, leave and crash mid-run."""
+
+from __future__ import annotations
+
+from agentmesh.core.rounds import RoundsConfig
+from agentmesh.core.rounds.testing import RoundsNet
+
+PARAMS = 32
+
+
+def config(rounds_total: int) -> RoundsConfig:
+    return RoundsConfig(params=PARAMS, rounds_total=rounds_total, window_ms=400,
+                        takeover_ms=300, abort_after_ms=2000, contributors_min=2)  # fmt: skip
+
+
+def agreed(net: RoundsNet, peers: list[str]) -> list[tuple[int, bytes]]:
+    first = net.committed(peers[0])
+    for peer in peers:
+        assert net.committed(peer) == first, f"{peer} disagrees with {peers[0]}"
+    return first
+
+
+def epochs_seen(net: RoundsNet, peer: str) -> list[int]:
+    return [e["epoch"] for e in net.events(peer, "epoch")]
+
+
+def contributors(net: RoundsNet, peer: str) -> dict[int, set[str]]:
+    return {
+        e["round"]: {trainer for trainer, _ in e["contributors"]}
+        for e in net.events(peer, "round_committed")
+    }
+
+
+def test_without_churn_no_epoch_is_proposed() -> None:
+    net = RoundsNet(4, config(3), epochs=True)
+    net.run(3000)
+    assert [r for r, _ in agreed(net, net.ids)] == [1, 2, 3]
+    assert all(epochs_seen(net, p) == [] for p in net.ids)
+
+
+def test_a_joiner_becomes_a_trainer_in_exactly_one_new_epoch_and_is_counted() -> None:
+    net = RoundsNet(4, config(30), epochs=True)
+    net.run(300)
+    first_rounds = len(net.committed("a0"))
+    assert first_rounds >= 1
+    net.join("a4")
+    net.run(6000)
+    everyone = [*net.ids]
+    log = agreed(net, everyone)  # the joiner replayed the whole log from its observer replica
+    assert [r for r, _ in log] == list(range(1, 31))
+    for peer in everyone:
+        assert epochs_seen(net, peer) == [1], f"{peer}: {epochs_seen(net, peer)}"
+    counted = [r for r, who in contributors(net, "a0").items() if "a4" in who]
+    assert counted, "the joiner's updates must count in a later epoch"
+    assert min(counted) > first_rounds
+    node = net.nodes["a0"]
+    assert node.epochs is not None and node.epochs.committed.peers == ("a0", "a1", "a2", "a3", "a4")
+    committees = {tuple(net.nodes[p].replica.committee.members) for p in everyone}
+    assert len(committees) == 1
+    assert net.nodes["a4"].replica.epoch == 1
+
+
+def test_a_leave_and_a_crash_each_make_one_epoch_and_rounds_continue() -> None:
+    net = RoundsNet(6, config(40), epochs=True)
+    net.run(300)
+    net.leave("a5")
+    net.run(1000)
+    survivors = [p for p in net.ids if p != "a5"]
+    assert all(epochs_seen(net, p) == [1] for p in survivors)
+    victim = net.nodes["a0"].replica.committee.members[0]  # the primary of the new epoch
+    net.crash(victim)
+    net.membership.pop(victim)  # confirmed dead by the failure detector
+    net.run(8000)
+    live = [p for p in survivors if p != victim]
+    log = agreed(net, live)
+    assert [r for r, _ in log] == list(range(1, 41)), "no round lost to the churn"
+    for peer in live:
+        assert epochs_seen(net, peer) == [1, 2]
+        node = net.nodes[peer]
+        assert node.epochs is not None and victim not in node.epochs.committed.peers
+        assert victim not in node.replica.committee
+    late = [who for r, who in contributors(net, live[0]).items() if r >= 35]
+    assert all(victim not in who and "a5" not in who for who in late)
