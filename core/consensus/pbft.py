@@ -40,6 +40,7 @@ class Replica(TransferMixin):
             self.restore_view_change()
             self.request_state_from_all()
         self.observer_tick()
+        self.member_poll_tick()
         self.flush_persist()
 
     def receive(self, message: Any, sender: str, now_ms: int) -> None:
@@ -66,6 +67,7 @@ class Replica(TransferMixin):
         elif self.certified and min(self.certified) > self.last_executed + 1:
             self.request_state(None)
         self.observer_tick()
+        self.member_poll_tick()
         self.flush_persist()
 
     def durable_state(self) -> DurableState:
@@ -73,7 +75,7 @@ class Replica(TransferMixin):
         return self.durable.copy()
 
     def next_deadline(self) -> int | None:
-        timers = (self.timer_deadline, self.observer_fetch_ms, self.vc_resend_ms)
+        timers = (self.timer_deadline, self.observer_fetch_ms, self.vc_resend_ms, self.poll_at_ms)
         deadlines = [d for d in timers if d is not None]
         if self.fetch_retry or (self.certified and min(self.certified) > self.last_executed + 1):
             deadlines.append(max(self.fetch_after_ms, self.now_ms + 1))

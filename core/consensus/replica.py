@@ -135,6 +135,8 @@ class ReplicaCore(MachineBase):
         self.served_at: dict[str, int] = {}  # peer -> when we last sent it a state reply
         self.fetch_retry_target: str | None = None
         self.observer_fetch_ms: int | None = None
+        self.poll_at_ms: int | None = None  # members: ask a peer if nothing was decided by then
+        self.poll_backoff = 0
         self.next_seq = max(d.last_executed, self.low_mark) + 1
         self.now_ms = 0
         self._persist_buffer: list[PersistRecord] = []
@@ -521,6 +523,8 @@ class ReplicaCore(MachineBase):
             entries=certified.batch,
             certificate=cert,
         )
+        self.poll_backoff = 0
+        self.poll_at_ms = self.now_ms + self.poll_interval_ms()
         # Progress: restart the timer and reset the backoff (TOCS §4.5.2).
         if not self.view_changing:
             self.vc_attempts = 0
@@ -578,6 +582,9 @@ class ReplicaCore(MachineBase):
         raise NotImplementedError
 
     def request_state(self, target: str | None) -> None:
+        raise NotImplementedError
+
+    def poll_interval_ms(self) -> int:
         raise NotImplementedError
 
     # ------------------------------------------------------------ invariants

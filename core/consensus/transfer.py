@@ -26,6 +26,7 @@ from .proofs import verify_certificate, verify_checkpoint_proof
 from .viewchange import ViewChangeMixin
 
 OBSERVER_FETCH_FACTOR = 4  # observers poll the committee every 4 fetch intervals
+MEMBER_POLL_FACTOR = 4  # a member that decided nothing for 4 fetch intervals polls a peer
 SERVED_PEERS_MAX = 1024  # peers remembered for the per-peer reply rate limit
 
 
@@ -183,6 +184,33 @@ class TransferMixin(ViewChangeMixin):
         if nv.view == self.view and not self.view_changing:
             return
         self.on_new_view(nv, nv.sender)
+
+    def poll_interval_ms(self) -> int:
+        """Doubles per poll that brought nothing new, up to the longest view-change timer."""
+        base = MEMBER_POLL_FACTOR * self.config.fetch_interval_ms
+        cap = max(base, self.config.view_change_timeout_max_ms)
+        return min(base << min(self.poll_backoff, 16), cap)
+
+    def member_poll_tick(self) -> None:
+        """Retransmission for lossy links: a quiet member asks a random peer what it missed.
+
+        PBFT assumes messages are eventually delivered; its library retransmits through
+        periodic status messages (Castro & Liskov, TOCS 2002, §5). Without this, a
+        replica whose state reply and the last round's messages were lost (a restart
+        while peers still send on their connection to the old process) stays behind
+        for as long as nothing else is proposed. Any decided batch resets the backoff.
+        """
+        if not self.is_member:
+            self.poll_at_ms = None
+            return
+        if self.poll_at_ms is None:
+            self.poll_at_ms = self.now_ms + self.poll_interval_ms()
+            return
+        if self.now_ms >= self.poll_at_ms:
+            self.count("polls_sent")
+            self.request_state(None)
+            self.poll_backoff += 1
+            self.poll_at_ms = self.now_ms + self.poll_interval_ms()
 
     def observer_tick(self) -> None:
         """Non-members follow the log by polling a random member."""

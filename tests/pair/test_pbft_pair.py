@@ -148,3 +148,32 @@ def test_restarted_replica_never_contradicts_what_it_signed() -> None:
     restarted.receive(conflicting, "r0", net.now_ms)
     outbox = restarted.take_outbox()
     assert not any(getattr(o, "message", None).__class__ is Vote for o in outbox)
+
+
+def test_restarted_replica_catches_up_after_its_fetch_and_the_next_decisions_were_lost() -> None:
+    """The QUIC restart race: peers keep sending on their connection to the dead process
+    for a while, so the restarted replica's state reply and the next round are lost, and
+    then nothing more is proposed. It must still learn what it missed."""
+    net = LocalNet(4, SMALL)
+    for i in range(3):
+        net.propose("r1", entry(i))
+        net.run(20)
+    net.crash("r3")
+    for i in range(3, 6):
+        net.propose("r1", entry(i))
+        net.run(20)
+    net.filter = lambda sender, target, message: target != "r3"
+    net.restart("r3")
+    for i in range(6, 9):
+        net.propose("r2", entry(i))
+        net.run(20)
+    net.run(200)
+    net.filter = None
+    assert net.decided("r3") != net.decided("r0")
+    net.run(20_000)
+    assert net.decided("r3")[-1] == net.decided("r0")[-1]
+    assert dict(net.decided("r3")).items() <= dict(net.decided("r0")).items()
+    idle = sum(net.replicas[p].counters.get("fetches_sent", 0) for p in net.ids)
+    net.run(60_000)  # quiet: the polls back off
+    idle = sum(net.replicas[p].counters.get("fetches_sent", 0) for p in net.ids) - idle
+    assert idle <= 4 * 8
