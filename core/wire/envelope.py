@@ -160,10 +160,51 @@ _SIG_ENTRY_HEAD = b"\x63sig\x58\x40"
 _SIG_ENTRY_BYTES = len(_SIG_ENTRY_HEAD) + identity.SIGNATURE_SIZE_BYTES
 
 
+# Bytes of the map header, "t" and "v" keys, "pos" key and a short array's header.
+_SIG_OFFSET_FIXED_BYTES = 1 + 2 + 2 + 4 + 1
+_ARRAY_LENGTH_SHORT_MAX = 23  # RFC 8949 §3: lengths up to 23 fit the initial byte
+
+
 def _sig_offset(envelope: Mapping[str, Any]) -> int:
-    """Where the "sig" entry starts in the canonical encoding of the envelope map."""
-    head = cbor2.dumps({"t": envelope["t"], "v": envelope["v"], "pos": envelope["pos"]})
+    """Where the "sig" entry starts in the canonical encoding of the envelope map.
+
+    Counted from the head sizes of unsigned integers (RFC 8949 §4.2.1) instead of
+    encoding "t", "v" and "pos" again; anything else is left to cbor2.
+    """
+    t, v, position = envelope["t"], envelope["v"], envelope["pos"]
+    if type(position) is list and len(position) <= _ARRAY_LENGTH_SHORT_MAX:
+        try:
+            return (
+                _SIG_OFFSET_FIXED_BYTES
+                + _uint_bytes(t)
+                + _uint_bytes(v)
+                + sum(_uint_bytes(n) for n in position)
+            )
+        except _NotUint:
+            pass
+    head = cbor2.dumps({"t": t, "v": v, "pos": position})
     return len(head)  # the 1-byte map header of `head` stands for the envelope's own
+
+
+class _NotUint(Exception):
+    """Internal: a value _uint_bytes does not size."""
+
+
+def _uint_bytes(value: object) -> int:
+    """Encoded size of an unsigned integer (initial byte plus argument)."""
+    if type(value) is not int or value < 0:
+        raise _NotUint
+    if value < 24:
+        return 1
+    if value < 0x100:
+        return 2
+    if value < 0x10000:
+        return 3
+    if value < 0x1_0000_0000:
+        return 5
+    if value < _UINT_LIMIT:
+        return 9
+    raise _NotUint
 
 
 def _signed_part(data: bytes, raw: Mapping[str, Any]) -> bytes:
