@@ -32,5 +32,11 @@ def test_transport_bench_reports_every_case() -> None:
     signed = cases["quic_signed_envelope"]
     assert 0 < signed["p50_ms"] <= signed["p99_ms"]
     assert signed["ratio_to_udp_echo"] > 0
+    assert 0 < signed["seal_p50_ms"] and 0 < signed["open_p50_ms"]
+    for case in ("quic_signed_envelope", "quic_unsigned_frame"):
+        # One datagram each way carries the request and the reply (and the ACKs).
+        assert cases[case]["datagrams_per_round_trip"] >= 2
+        assert cases[case]["client_cpu_per_round_trip_ms"] > 0
+    assert "datagrams_per_round_trip" not in cases["udp_echo"]
     assert cases["quic_blob"]["digest_ok"] == 1
     assert report["results"][0]["params"]["wire_bytes"] == 1024

@@ -19,7 +19,7 @@ import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import numpy as np
@@ -167,22 +167,37 @@ _BLOCK_ROUNDS = 50  # cases take turns in blocks this long, so load changes hit 
 RoundTrip = Callable[[int], Awaitable[None]]
 
 
+@dataclass
+class _CaseTimes:
+    """What one echo case measured: round trips, and this process's share of them."""
+
+    rtts_s: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0  # this process's CPU time over the measured round trips
+    datagrams: int = 0  # QUIC datagrams this side sent and received (QuicTransport cases)
+
+
 async def _interleaved(
-    cases: dict[str, RoundTrip], rounds: int, warmup: int
-) -> dict[str, list[float]]:
+    cases: dict[str, RoundTrip], rounds: int, warmup: int, datagrams: Callable[[], int]
+) -> dict[str, _CaseTimes]:
     """Round-trip times of every case, the cases taking turns block by block."""
-    rtts: dict[str, list[float]] = {name: [] for name in cases}
+    times = {name: _CaseTimes() for name in cases}
     done = -warmup
     while done < rounds:
-        block = min(_BLOCK_ROUNDS, rounds - done)
+        # The warmup ends on a block boundary, so a block is measured whole or not at all.
+        block = min(_BLOCK_ROUNDS, rounds - done if done >= 0 else -done)
         for name, round_trip in cases.items():
+            measured = times[name]
+            cpu_start, datagrams_start = time.process_time(), datagrams()
             for i in range(block):
                 start = time.perf_counter()
                 await round_trip(done + i + warmup)
                 if done + i >= 0:
-                    rtts[name].append(time.perf_counter() - start)
+                    measured.rtts_s.append(time.perf_counter() - start)
+            if done >= 0:
+                measured.cpu_s += time.process_time() - cpu_start
+                measured.datagrams += datagrams() - datagrams_start
         done += block
-    return rtts
+    return times
 
 
 def _udp_case(
@@ -198,14 +213,33 @@ def _udp_case(
     return round_trip
 
 
-def _quic_case(quic: QuicTransport, peer_id: str, make: Any, signed: bool) -> RoundTrip:
+class _EnvelopeTimes:
+    """Seal and open times of this side, as they ran inside the round trips."""
+
+    def __init__(self) -> None:
+        self.seal_s: list[float] = []
+        self.open_s: list[float] = []
+
+
+def _quic_case(
+    quic: QuicTransport, peer_id: str, make: Any, signed: _EnvelopeTimes | None
+) -> RoundTrip:
     raw = _RAW_PREFIX + make(0)[len(_RAW_PREFIX) :]  # built once: nothing signed in the loop
+    clock = time.perf_counter
 
     async def round_trip(i: int) -> None:
-        await quic.send(peer_id, make(i) if signed else raw)
-        reply = await quic.receive()  # the whole run is bounded by _RUN_TIMEOUT_S
-        if signed:
-            open_envelope(reply.payload, mesh=_MESH)
+        if signed is None:
+            await quic.send(peer_id, raw)
+            await quic.receive()  # the whole run is bounded by _RUN_TIMEOUT_S
+            return
+        start = clock()
+        frame = make(i)
+        signed.seal_s.append(clock() - start)
+        await quic.send(peer_id, frame)
+        reply = await quic.receive()
+        start = clock()
+        open_envelope(reply.payload, mesh=_MESH)
+        signed.open_s.append(clock() - start)
 
     return round_trip
 
@@ -300,50 +334,68 @@ async def _measure(
             "127.0.0.1", raw_port, configuration=raw_config, create_protocol=_RawEchoClient
         ) as raw_client:
             assert isinstance(raw_client, _RawEchoClient)
+            envelope_times = _EnvelopeTimes()
             cases = {
-                "signed": _quic_case(quic, peer_id, make, signed=True),
-                "unsigned": _quic_case(quic, peer_id, make, signed=False),
+                "signed": _quic_case(quic, peer_id, make, envelope_times),
+                "unsigned": _quic_case(quic, peer_id, make, None),
                 "raw": _raw_aioquic_case(raw_client, make(0)),
                 "udp": _udp_case(udp, udp_client, make(0)),
             }
-            rtts = await _interleaved(cases, args.rounds, args.warmup)
+            times = await _interleaved(cases, args.rounds, args.warmup, lambda: _datagrams(quic))
         blob_s, blob_ok = await _blob_throughput(quic, peer_id, args.blob_mib * MIB)
     finally:
         udp.close()
         await quic.close()
     connects = await _new_connection_ms(address, peer_id, args.connections)
     load = (load_before, os.getloadavg())
-    return _report(args, rtts, connects, blob_s, blob_ok, len(make(0)), load)
+    rounds = args.rounds  # the warmup's seal/open times are left out below
+    envelope_times.seal_s = envelope_times.seal_s[-rounds:]
+    envelope_times.open_s = envelope_times.open_s[-rounds:]
+    return _report(args, times, envelope_times, connects, blob_s, blob_ok, len(make(0)), load)
+
+
+def _datagrams(quic: QuicTransport) -> int:
+    counters = quic.counters
+    return counters.get("datagrams_sent", 0) + counters.get("datagrams_received", 0)
 
 
 def _report(
     args: argparse.Namespace,
-    rtts: dict[str, list[float]],
+    times: dict[str, _CaseTimes],
+    envelope_times: _EnvelopeTimes,
     connects: list[float],
     blob_s: float,
     blob_ok: bool,
     wire_bytes: int,
     load: tuple[tuple[float, float, float], tuple[float, float, float]],
 ) -> BenchReport:
-    udp = rtts["udp"]
+    udp = times["udp"].rtts_s
     udp_hop = _latency([rtt / 2 for rtt in udp])
     params = {"wire_bytes": wire_bytes, "rounds": args.rounds, "warmup": args.warmup}
 
-    def hop_result(case: str, rtts: list[float]) -> BenchResult:
-        metrics = _latency([rtt / 2 for rtt in rtts])
+    def hop_result(case: str, measured: _CaseTimes) -> BenchResult:
+        rtts = measured.rtts_s
+        metrics: dict[str, float | int] = dict(_latency([rtt / 2 for rtt in rtts]))
         metrics["round_trip_p50_ms"] = round(float(np.percentile(rtts, 50)) * 1000, 4)
         metrics["ratio_to_udp_echo"] = round(metrics["p50_ms"] / udp_hop["p50_ms"], 2)
+        metrics["client_cpu_per_round_trip_ms"] = round(measured.cpu_s / len(rtts) * 1000, 4)
+        if case.startswith("quic_"):  # the other cases do not go through QuicTransport
+            metrics["datagrams_per_round_trip"] = round(measured.datagrams / len(rtts), 3)
         return BenchResult(case, dict(params), metrics)
 
-    udp_metrics: dict[str, float | int] = dict(udp_hop)
-    udp_metrics["round_trip_p50_ms"] = round(float(np.percentile(udp, 50)) * 1000, 4)
+    signed = hop_result("quic_signed_envelope", times["signed"])
+    # In place, between packets, seal and open run slower than in a hot loop (cold caches).
+    signed.metrics["seal_p50_ms"] = round(float(np.median(envelope_times.seal_s)) * 1000, 4)
+    signed.metrics["open_p50_ms"] = round(float(np.median(envelope_times.open_s)) * 1000, 4)
+    udp_metrics = hop_result("udp_echo", times["udp"]).metrics
+    del udp_metrics["ratio_to_udp_echo"]
     blob_bytes = args.blob_mib * MIB
     return BenchReport(
         bench="transport",
         results=[
-            hop_result("quic_signed_envelope", rtts["signed"]),
-            hop_result("quic_unsigned_frame", rtts["unsigned"]),
-            hop_result("aioquic_bare_stream_echo", rtts["raw"]),
+            signed,
+            hop_result("quic_unsigned_frame", times["unsigned"]),
+            hop_result("aioquic_bare_stream_echo", times["raw"]),
             BenchResult("udp_echo", dict(params), udp_metrics),
             BenchResult(
                 "quic_new_connection",
@@ -374,6 +426,10 @@ def _report(
             "both ways (TLS 1.3 handshake + nonce signature)",
             "quic_blob: send_blob until acknowledged plus the peer's reply with the digest; "
             "both ends verify sha-256",
+            "seal_p50_ms / open_p50_ms: this side's seal and open as timed inside the signed "
+            "round trips (each hop pays one of each); client_cpu_per_round_trip_ms: this "
+            "process's CPU time per round trip (the echo peer's is not included); "
+            "datagrams_per_round_trip: QUIC datagrams this side sent and received",
             "figures are medians (p50) or 99th percentiles over the measured rounds; the four "
             f"echo cases take turns in blocks of {_BLOCK_ROUNDS} round trips (interleaved), so "
             "a change of machine load hits them alike",
