@@ -172,23 +172,6 @@ class BlobDecoder:
             return BlobVerdict.DIGEST_MISMATCH
         return BlobVerdict.COMPLETE
 
-    def _whole_frames(self, data: bytes) -> list[ControlFrame | FrameOversized] | None:
-        """The frames of `data` when it holds only whole, allowed frames (the usual
-        case: one frame per STREAM frame); None sends it down the buffering path."""
-        out: list[ControlFrame | FrameOversized] = []
-        offset = 0
-        size = len(data)
-        while offset < size:
-            if size - offset < FRAME_HEADER_SIZE_BYTES:
-                return None
-            frame_type, length = _FRAME_HEADER.unpack_from(data, offset)
-            start = offset + FRAME_HEADER_SIZE_BYTES
-            offset = start + length
-            if length > self._frame_bytes_max or offset > size:
-                return None
-            out.append(ControlFrame(frame_type, data[start:offset]))
-        return out
-
     @property
     def buffered_bytes(self) -> int:
         return len(self._data)
