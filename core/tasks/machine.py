@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import replace
 
 from agentmesh.core.consensus import Entry
 from agentmesh.core.consensus.messages import VerifyFn
@@ -46,10 +47,8 @@ from .entries import (
     WorkerAdvert,
     WorkerDown,
     decode_entry,
-    sign_expire,
     sign_result,
     sign_submit,
-    sign_timeout,
 )
 
 _RUNS_MAX = 4_096  # runs handed to the host and not yet answered
@@ -260,7 +259,7 @@ class TasksMachine(MachineBase):
             if current.worker is None or current.attempt != attempt or current.closed:
                 continue
             if self.watchdog:
-                self._vote(sign_timeout(self.signer, task_id, slot, attempt))
+                self._vote(AttemptTimeout(task_id, slot, attempt, self.node_id))
             retry = now_ms + self.config.timeout_retry_ms
             heapq.heappush(self.timers, (retry, task_id, slot, attempt))
         if self.watchdog:
@@ -287,20 +286,21 @@ class TasksMachine(MachineBase):
                 self.stuck_ms.pop(task_id, None)
                 continue
             if now_ms - self.opened_ms[task_id] >= board.task_deadline_ms(record.spec):
-                self._vote(sign_expire(self.signer, task_id, WHY_DEADLINE))
+                self._vote(TaskExpire(task_id, WHY_DEADLINE, self.node_id))
             if board.unschedulable(record) is None:
                 self.stuck_ms.pop(task_id, None)
                 continue
             since = self.stuck_ms.setdefault(task_id, now_ms)
             if now_ms - since >= record.spec.deadline_ms:
-                self._vote(sign_expire(self.signer, task_id, WHY_UNSCHEDULABLE))
+                self._vote(TaskExpire(task_id, WHY_UNSCHEDULABLE, self.node_id))
         self.sweep_due = now_ms + self.config.timeout_retry_ms if self.opened_ms else None
 
     def _vote(self, vote: AttemptTimeout | TaskExpire) -> None:
+        """Sign and propose this member's vote unless the board counts it already."""
         if self.board.has_voted(vote):
-            return  # counted already: re-proposing would only load the log
+            return  # re-proposing would only load the log
         self.count("votes_proposed")
-        self._propose(vote.entry())
+        self._propose(replace(vote, signature=self.signer.sign(vote.payload())).entry())
 
     def _advert_now(self, now_ms: int) -> None:
         if self.wanted_caps is None:
