@@ -19,7 +19,9 @@ import pytest
 
 from agentmesh.edge.control import ControlError, request
 
-pytestmark = pytest.mark.integration
+# ~75 s on the shared 2-core box (a cold fifth process beside four training ones
+# takes ~20 s to start): above the default suite's budget per test, so slow.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MESH_KEY = "integration-rounds-reconfig-key-0123"
 ORIGINALS = 4
@@ -49,6 +51,13 @@ class RoundsAgent:
         self.started_s = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def alive_members(self) -> int:
+        try:
+            status: dict[str, Any] = asyncio.run(request(self.state_dir, "status"))
+        except (ControlError, OSError):
+            return 0
+        return sum(1 for m in status["members"] if m["state"] == "alive")
 
     def rounds(self) -> dict[str, Any] | None:
         try:
@@ -113,10 +122,13 @@ def test_a_joiner_trains_in_a_later_epoch_and_a_killed_member_is_replaced(
                    "round 1 committed everywhere")  # fmt: skip
 
         joiner.start()
-        joined_s = joiner.started_s
-        wait_until(lambda: (joiner.rounds() or {}).get("formed", False), 30, "joiner adopted")
-        joiner_id = (joiner.rounds() or {})["peer_id"]
         watcher = originals[0]
+        wait_until(lambda: watcher.alive_members() == ORIGINALS + 1, 60, "joiner alive")
+        joined_s = time.monotonic()  # the mesh sees the joiner (its cold start excluded)
+        startup_s = joined_s - joiner.started_s
+        wait_until(lambda: (joiner.rounds() or {}).get("formed", False), 30, "joiner adopted")
+        adopted_s = time.monotonic() - joined_s
+        joiner_id = (joiner.rounds() or {})["peer_id"]
 
         def contributed() -> bool:
             return any(joiner_id in r["contributor_ids"] for r in committed(watcher.rounds()))
@@ -170,6 +182,7 @@ def test_a_joiner_trains_in_a_later_epoch_and_a_killed_member_is_replaced(
     print(json.dumps({
         "rounds_committed": len(committed_numbers), "rounds_aborted": len(aborted),
         "aborted": aborted, "rounds_before_join": 1,
+        "joiner_start_s": round(startup_s, 1), "genesis_adopted_after_join_s": round(adopted_s, 1),
         "first_contribution_after_join_s": round(first_contribution_s, 1),
         "joiner_rounds": joiner_rounds, "epoch_without_killed_s": round(removed_s, 1),
         "rounds_after_kill": len(committed_numbers) - rounds_at_kill,

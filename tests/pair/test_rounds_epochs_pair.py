@@ -81,3 +81,16 @@ def test_a_leave_and_a_crash_each_make_one_epoch_and_rounds_continue() -> None:
         assert victim not in node.replica.committee
     late = [who for r, who in contributors(net, live[0]).items() if r >= 35]
     assert all(victim not in who and "a5" not in who for who in late)
+
+
+def test_a_joiner_restricted_to_training_never_validates_or_aggregates() -> None:
+    net = RoundsNet(4, config(30), epochs=True)
+    net.run(300)
+    net.join("a4", roles=("trainer",))  # agent join --roles trainer
+    net.run(6000)
+    assert [r for r, _ in agreed(net, net.ids)] == list(range(1, 31))
+    (epoch,) = net.events("a0", "epoch")
+    assert "a4" in epoch["cohort"]
+    assert "a4" not in epoch["committee"] and "a4" not in epoch["aggregators"]
+    assert any("a4" in who for who in contributors(net, "a0").values())
+    assert not net.events("a4", "propose"), "a pure trainer proposes nothing"
