@@ -71,11 +71,27 @@ class Node:
         self.crashed = True
 
 
-async def _until(predicate: object, what: str) -> None:
+def _describe(nodes: list[Node]) -> str:
+    """Each replica's position, counters and connections: what a timeout needs explained."""
+    lines = []
+    for i, node in enumerate(nodes):
+        if node.host is None:
+            continue
+        r = node.host.replica
+        lines.append(
+            f"n{i}: view={r.view} changing={r.view_changing} executed={r.last_executed} "
+            f"stable={r.stable.seq} low={r.low_mark} pending={len(r.pending)} "
+            f"replica={r.counters} host={node.host.counters} "
+            f"transport={node.transport.counters} connected={node.transport.connected_peers()}"
+        )
+    return "\n".join(lines)
+
+
+async def _until(predicate: object, what: str, nodes: list[Node]) -> None:
     deadline = asyncio.get_running_loop().time() + TIMEOUT_S
     while not predicate():  # type: ignore[operator]
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}\n{_describe(nodes)}")
         await asyncio.sleep(0.02)
 
 
@@ -102,6 +118,7 @@ async def _scenario(root: Path) -> None:
                 and sum(1 for _ in nodes[0].decided) >= 2
             ),
             "first decisions",
+            nodes,
         )
         await _until(
             lambda: all(
@@ -111,6 +128,7 @@ async def _scenario(root: Path) -> None:
                 for n in nodes
             ),
             "all six entries",
+            nodes,
         )  # type: ignore[union-attr]
         signed = dict(nodes[3].host.replica.durable.votes)  # type: ignore[union-attr]
         await nodes[3].crash()
@@ -122,13 +140,16 @@ async def _scenario(root: Path) -> None:
         for i in range(6):
             assert nodes[2].host is not None
             nodes[2].host.propose(Entry("task", b"after-%d" % i))
-        target = lambda: nodes[0].host.replica.last_executed  # type: ignore[union-attr]  # noqa: E731
+        # Every replica, not only the restarted one: the logs are compared below.
         await _until(
-            lambda: (
-                not nodes[0].host.replica.pending
-                and restarted.host.replica.last_executed == target()
+            lambda: all(
+                n.host is not None
+                and not n.host.replica.pending
+                and n.host.replica.last_executed == nodes[0].host.replica.last_executed
+                for n in nodes
             ),
             "the restarted replica to catch up",
+            nodes,
         )  # type: ignore[union-attr]
         logs = [dict(n.decided) for n in nodes[:3]]
         assert logs[0] == logs[1] == logs[2]
