@@ -23,6 +23,7 @@ from agentmesh.core.tasks import (
     TasksMachine,
     entry_validator,
     meets,
+    sign_timeout,
     tasks_genesis,
 )
 
@@ -254,3 +255,27 @@ def test_timeouts_move_work_off_a_silent_worker_without_the_membership_view() ->
     board = net.nodes[submitter].machine.board
     assert all(board.tasks[t].status == DONE for t in ids)
     assert board.results_by_worker.get(silent, 0) == 0
+
+
+def test_a_byzantine_members_early_timeouts_are_ordered_but_move_no_work() -> None:
+    net = TasksNet(FLEET[:4], run_ms=300)
+    net.run(500)
+    submitter, liar = net.genesis.committee[0], net.genesis.committee[1]
+    ids = [net.submit(submitter, n) for n in range(12)]
+    voted: set[tuple[bytes, int, int]] = set()
+    for _ in range(200):  # the liar votes "timed out" the moment it sees an assignment
+        net.run(10)
+        node = net.nodes[liar]
+        for task_id in list(node.machine.board.open):
+            for slot in node.machine.board.tasks[task_id].slots:
+                key = (task_id, slot.index, slot.attempt)
+                if slot.worker is not None and key not in voted:
+                    voted.add(key)
+                    vote = sign_timeout(net.identities[net.ids.index(liar)], *key)
+                    node.replica.propose(vote.entry(), net.now_ms)
+                    net._drain(node)
+    net.run(3_000)
+    board = net.nodes[submitter].machine.board
+    assert voted and board.counters["timeout_votes_pending"] >= len(ids)  # decided, alone
+    assert all(board.tasks[t].status == DONE for t in ids)
+    assert all(s.attempt == 1 and not s.tried for t in ids for s in board.tasks[t].slots)
