@@ -478,6 +478,12 @@ class TasksHost(ReplicaDriver):
         spec, task_id = data["spec"], data["task_id"]
         slot, attempt = data["slot"], data["attempt"]
         ok, output = False, b""
+        machine = self.machine
+        if machine is None or not machine.board.holds(task_id, slot, attempt, self.peer_id):
+            # Decided batches applied in one go (catching up after a restart) may assign
+            # and close a slot together: nothing to run.
+            self._count("run_skipped_moved_on")
+            return
         self._count("runs_started")
         holders = self._holders(task_id)
         inputs = await self._blob(spec.input, holders)
@@ -494,10 +500,8 @@ class TasksHost(ReplicaDriver):
             except (TrainerError, ValueError) as error:
                 self._count(f"run_failed_{spec.kind}")
                 output = str(error).encode()[:256]
-        machine = self.machine
-        if machine is not None:
-            machine.on_output(task_id, slot, attempt, ok, output, self.agent.clock.now_ms())
-            self.drain()
+        machine.on_output(task_id, slot, attempt, ok, output, self.agent.clock.now_ms())
+        self.drain()
 
     def _holders(self, task_id: bytes) -> list[str]:
         """Whom to ask for the task's blobs: known holders, then every member; dead ones last."""
