@@ -1,9 +1,10 @@
 """The deterministic discrete-event engine: N machines, one heap, one seed.
 
-Every event is an int key `time_us << SEQ_BITS | seq` in a heapq, its payload
-`(kind, node, a, b)` in a dict beside it; `seq` is a counter, so events at the
-same time run in the order they were scheduled, and the heap compares only ints
-(much cheaper than tuples). Virtual time is integer
+Every event is a tuple `(key, kind, node, a, b)` with the int key
+`time_us << SEQ_BITS | seq`; `seq` is a counter, so events at the same time run
+in the order they were scheduled. Events wait in time buckets (a calendar
+queue): a bucket is a plain list, sorted by key when its turn comes, and only
+bucket numbers go through a heapq. Virtual time is integer
 microseconds; each machine sees its own `now_ms`, derived from virtual time by
 its clock drift (rate in ppm) and offset. Randomness comes from one seed split
 into independent streams (`random.Random(f"{seed}/{concern}")`, which hashes the
@@ -16,6 +17,7 @@ makes 10,000 nodes affordable in CPython.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import heapq
 import itertools
@@ -44,9 +46,17 @@ ProgressCallback = Callable[[int, int], None]  # (virtual_ms, events_processed)
 DELIVER, TICK, CALL, FAULT, GLOBAL = 0, 1, 2, 3, 4
 GC_YOUNG_THRESHOLD = 100_000  # objects allocated between young collections during a run
 SEQ_BITS = 40  # event keys are time_us << SEQ_BITS | seq: at most 2**40 events per run
+# Events wait in buckets of 2**BUCKET_US_BITS µs of virtual time; bucket = key >> BUCKET_SHIFT.
+# The width changes only speed, never the order (which is by key within and across buckets).
+BUCKET_US_BITS = 10
+BUCKET_SHIFT = SEQ_BITS + BUCKET_US_BITS
 _FAULT_PARTITION_ON, _FAULT_PARTITION_OFF, _FAULT_CRASH, _FAULT_RESTART = 1, 2, 3, 4
 PPM = 1_000_000
 _US_PER_MS_PER_PPM = 1_000 * PPM  # vt_us * rate_ppm // this = local ms
+
+
+class _EndOfRun(Exception):
+    """The next event is past the end of the run."""
 
 
 def stream(seed: int, concern: str) -> random.Random:
@@ -174,10 +184,13 @@ class Simulation:
         self.durable: list[Any] = [None] * config.nodes
         self.active_cuts: list[Partition] = []
         self._tick_at = [-1] * config.nodes
-        # The heap holds bare int keys `time_us << SEQ_BITS | seq` (ints compare much
-        # faster than tuples); each key's (kind, node, a, b) waits in `_events`.
-        self._heap: list[int] = []
-        self._events: dict[int, tuple[int, int, Any, Any]] = {}
+        # Calendar queue: bucket number -> its events (unsorted until the bucket's turn),
+        # and a heap of the bucket numbers that have events. The bucket being played is
+        # out of `_buckets`; an event due within it is inserted in its sorted place.
+        self._buckets: dict[int, list[tuple[int, int, int, Any, Any]]] = {}
+        self._bucket_heap: list[int] = []
+        self._current_bucket = -1
+        self._current: list[tuple[int, int, int, Any, Any]] = []
         self._seq = itertools.count().__next__
         self.streams = {
             concern: stream(config.seed, concern)
@@ -214,9 +227,7 @@ class Simulation:
         return self.factory(node_id, rng, self.durable[node])
 
     def _push(self, time_us: int, kind: int, node: int, a: Any, b: Any) -> None:
-        key = time_us << SEQ_BITS | self._seq()
-        self._events[key] = (kind, node, a, b)
-        heapq.heappush(self._heap, key)
+        self._push_key(time_us << SEQ_BITS | self._seq(), kind, node, a, b)
 
     def _schedule_plan(self, calls: tuple[ScheduledCall, ...]) -> None:
         config = self.config
@@ -332,12 +343,12 @@ class Simulation:
         # same as `_drain`, inlined, with fast paths for a fault-free network.
         config = self.config
         network = config.network
-        heap = self._heap
+        buckets = self._buckets
+        bucket_of = buckets.get
+        take_bucket = buckets.pop
+        bucket_heap = self._bucket_heap
         pop = heapq.heappop
-        push = heapq.heappush
         seq = self._seq
-        events_of = self._events
-        take_event = events_of.pop
         machines = self.machines
         direct = self._direct_outbox
         alive = self.alive
@@ -387,136 +398,177 @@ class Simulation:
         node = -1
         kind = GLOBAL
         time_us = 0
+        current: list[tuple[int, int, int, Any, Any]] = []
+        entry: tuple[int, int, int, Any, Any] = (0, GLOBAL, -1, None, None)
         try:
-            while heap:
-                key = pop(heap)
-                time_us = key >> SEQ_BITS
-                if time_us > end_us:
-                    push(heap, key)
-                    break
-                kind, node, a, b = take_event(key)
-                processed += 1
-                if processed == next_housekeeping:
-                    next_housekeeping += housekeeping_every
-                    flush()
-                    if 0 < next_progress <= processed:
-                        next_progress += every
-                        self.now_us = time_us
-                        progress(time_us // 1000, processed)  # type: ignore[misc]
-                if kind == DELIVER:
-                    if not alive[node]:
-                        drops["crashed"] += 1
-                        continue
-                    machine = machines[node]
-                    now = (
-                        time_us // 1000
-                        if plain_clock
-                        else offset_ms[node] + time_us * rate_ppm[node] // scale
-                    )
-                    machine.receive(b, node_ids[a], now)
-                    deliveries += 1
-                    record(time_us)
-                    record(node << NODE_BITS | a)
-                    tick_min = time_us
-                elif kind == TICK:
-                    if tick_at[node] != time_us or incarnation[node] != a or not alive[node]:
-                        continue  # superseded by an earlier deadline, or from a past life
-                    tick_at[node] = -1
-                    machine = machines[node]
-                    now = (
-                        time_us // 1000
-                        if plain_clock
-                        else offset_ms[node] + time_us * rate_ppm[node] // scale
-                    )
-                    deadline = machine.next_deadline()
-                    if deadline is not None and deadline <= now:
-                        machine.tick(now)
-                        ticks += 1
+            while bucket_heap:
+                current_bucket = pop(bucket_heap)
+                current = take_bucket(current_bucket)
+                current.sort()  # keys are unique: only the first fields are compared
+                self._current_bucket = current_bucket
+                self._current = current
+                for entry in current:
+                    key, kind, node, a, b = entry
+                    time_us = key >> SEQ_BITS
+                    if time_us > end_us:
+                        raise _EndOfRun
+                    processed += 1
+                    if processed == next_housekeeping:
+                        next_housekeeping += housekeeping_every
+                        flush()
+                        if 0 < next_progress <= processed:
+                            next_progress += every
+                            self.now_us = time_us
+                            progress(time_us // 1000, processed)  # type: ignore[misc]
+                    if kind == DELIVER:
+                        if not alive[node]:
+                            drops["crashed"] += 1
+                            continue
+                        machine = machines[node]
+                        now = (
+                            time_us // 1000
+                            if plain_clock
+                            else offset_ms[node] + time_us * rate_ppm[node] // scale
+                        )
+                        machine.receive(b, node_ids[a], now)
+                        deliveries += 1
                         record(time_us)
-                        record(node << NODE_BITS | TICK_SOURCE)
-                    # never tick twice within one local millisecond
-                    tick_min = (
-                        (now + 1) * 1000
-                        if plain_clock
-                        else -((offset_ms[node] - now - 1) * scale // rate_ppm[node])
-                    )
-                else:
-                    self.now_us = time_us
-                    self._control(kind, node, a, b, time_us)
-                    continue
-                checked += 1
-                machine.check_invariants()
-                # -- drain the outbox; a MachineBase's list is taken without a call --
-                if direct[node]:
-                    outbox = machine._outbox
-                    if outbox:
-                        machine._outbox = []
-                else:
-                    outbox = machine.take_outbox()
-                for item in outbox:
-                    if item.__class__ is not Send:
-                        events += 1
-                        hooks.on_event(node_ids[node], item, now)
+                        record(node << NODE_BITS | a)
+                        tick_min = time_us
+                    elif kind == TICK:
+                        if tick_at[node] != time_us or incarnation[node] != a or not alive[node]:
+                            continue  # superseded by an earlier deadline, or from a past life
+                        tick_at[node] = -1
+                        machine = machines[node]
+                        now = (
+                            time_us // 1000
+                            if plain_clock
+                            else offset_ms[node] + time_us * rate_ppm[node] // scale
+                        )
+                        deadline = machine.next_deadline()
+                        if deadline is not None and deadline <= now:
+                            machine.tick(now)
+                            ticks += 1
+                            record(time_us)
+                            record(node << NODE_BITS | TICK_SOURCE)
+                        # never tick twice within one local millisecond
+                        tick_min = (
+                            (now + 1) * 1000
+                            if plain_clock
+                            else -((offset_ms[node] - now - 1) * scale // rate_ppm[node])
+                        )
+                    else:
+                        self.now_us = time_us
+                        self._control(kind, node, a, b, time_us)
                         continue
-                    target = index_get(item[0])
-                    if target is None:
-                        drops["unknown_peer"] += 1
-                        continue
-                    sends += 1
-                    if plain_network and not cuts:
-                        if uniform:
-                            delay = int(uniform_low_us + latency_random() * uniform_span_us)
-                        else:
-                            delay = const_us
-                        key = time_us + delay << SEQ_BITS | seq()
-                        events_of[key] = (DELIVER, target, node, item[1])
-                        push(heap, key)
-                        continue
-                    if loss and loss_random() < loss:
-                        drops["loss"] += 1
-                        continue
-                    if cuts and any(cut.blocks(node, target) for cut in cuts):
-                        drops["partition"] += 1
-                        continue
-                    delay = sample_delay(node, target)
-                    if reorder_us:
-                        delay += int(reorder_random() * reorder_us)
-                    key = time_us + delay << SEQ_BITS | seq()
-                    events_of[key] = (DELIVER, target, node, item[1])
-                    push(heap, key)
-                    if duplicate and self._duplicate_random() < duplicate:
-                        duplicates += 1
+                    checked += 1
+                    machine.check_invariants()
+                    # -- drain the outbox; a MachineBase's list is taken without a call --
+                    if direct[node]:
+                        outbox = machine._outbox
+                        if outbox:
+                            machine._outbox = []
+                    else:
+                        outbox = machine.take_outbox()
+                    for item in outbox:
+                        if item.__class__ is not Send:
+                            events += 1
+                            hooks.on_event(node_ids[node], item, now)
+                            continue
+                        target = index_get(item[0])
+                        if target is None:
+                            drops["unknown_peer"] += 1
+                            continue
+                        sends += 1
+                        if plain_network and not cuts:
+                            if uniform:
+                                delay = int(uniform_low_us + latency_random() * uniform_span_us)
+                            else:
+                                delay = const_us
+                            key = time_us + delay << SEQ_BITS | seq()
+                            bucket = bucket_of(key >> BUCKET_SHIFT)
+                            if bucket is not None:
+                                bucket.append((key, DELIVER, target, node, item[1]))
+                            else:
+                                self._push_key(key, DELIVER, target, node, item[1])
+                            continue
+                        if loss and loss_random() < loss:
+                            drops["loss"] += 1
+                            continue
+                        if cuts and any(cut.blocks(node, target) for cut in cuts):
+                            drops["partition"] += 1
+                            continue
                         delay = sample_delay(node, target)
                         if reorder_us:
                             delay += int(reorder_random() * reorder_us)
-                        key = time_us + delay << SEQ_BITS | seq()
-                        events_of[key] = (DELIVER, target, node, item[1])
-                        push(heap, key)
-                # -- schedule the next tick (lazily: a later deadline leaves the old entry) --
-                deadline = machine.next_deadline()
-                if deadline is not None:
-                    due = (
-                        deadline * 1000
-                        if plain_clock
-                        else -((offset_ms[node] - deadline) * scale // rate_ppm[node])
-                    )
-                    if due < tick_min:
-                        due = tick_min
-                    pending = tick_at[node]
-                    if pending < 0 or due < pending:
-                        tick_at[node] = due
-                        key = due << SEQ_BITS | seq()
-                        events_of[key] = (TICK, node, incarnation[node], None)
-                        push(heap, key)
-            else:
-                time_us = end_us
+                        self._push_key(
+                            time_us + delay << SEQ_BITS | seq(), DELIVER, target, node, item[1]
+                        )
+                        if duplicate and self._duplicate_random() < duplicate:
+                            duplicates += 1
+                            delay = sample_delay(node, target)
+                            if reorder_us:
+                                delay += int(reorder_random() * reorder_us)
+                            self._push_key(
+                                time_us + delay << SEQ_BITS | seq(), DELIVER, target, node, item[1]
+                            )
+                    # -- schedule the next tick (lazily: a later deadline leaves the old entry) --
+                    deadline = machine.next_deadline()
+                    if deadline is not None:
+                        due = (
+                            deadline * 1000
+                            if plain_clock
+                            else -((offset_ms[node] - deadline) * scale // rate_ppm[node])
+                        )
+                        if due < tick_min:
+                            due = tick_min
+                        pending = tick_at[node]
+                        if pending < 0 or due < pending:
+                            tick_at[node] = due
+                            key = due << SEQ_BITS | seq()
+                            bucket = bucket_of(key >> BUCKET_SHIFT)
+                            if bucket is not None:
+                                bucket.append((key, TICK, node, incarnation[node], None))
+                            else:
+                                self._push_key(key, TICK, node, incarnation[node], None)
+            time_us = end_us
+        except _EndOfRun:
+            self._keep_unplayed(current, entry)
+            time_us = end_us
         except (AssertionError, ContractError) as error:
             self.now_us = time_us
             self._record_violation(node if kind != GLOBAL else -1, error)
             self._flush_counters(deliveries, ticks, sends, duplicates, events, checked)
             return
+        finally:
+            self._current_bucket = -1
         self._flush_counters(deliveries, ticks, sends, duplicates, events, checked)
         self.now_us = end_us
+
+    def _push_key(self, key: int, kind: int, node: int, a: Any, b: Any) -> None:
+        """Queue an event under an existing key (see `_push`)."""
+        entry = (key, kind, node, a, b)
+        bucket_number = key >> BUCKET_SHIFT
+        bucket = self._buckets.get(bucket_number)
+        if bucket is not None:
+            bucket.append(entry)
+        elif bucket_number == self._current_bucket:
+            # due within the bucket being played: after the event being played (its key
+            # is larger), so the loop over the bucket still reaches it in order
+            bisect.insort(self._current, entry)
+        else:
+            self._buckets[bucket_number] = [entry]
+            heapq.heappush(self._bucket_heap, bucket_number)
+
+    def _keep_unplayed(
+        self, current: list[tuple[int, int, int, Any, Any]], entry: tuple[int, int, int, Any, Any]
+    ) -> None:
+        """Put the events of the bucket being played from `entry` on back in the queue."""
+        rest = current[current.index(entry) :]
+        bucket_number = rest[0][0] >> BUCKET_SHIFT
+        self._buckets[bucket_number] = rest + self._buckets.get(bucket_number, [])
+        if len(rest) == len(self._buckets[bucket_number]):
+            heapq.heappush(self._bucket_heap, bucket_number)
 
     def _delay_sampler(self) -> Callable[[int, int], int]:
         """Latency of one copy on link (source, target) in µs, before reordering jitter."""
