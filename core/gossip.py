@@ -17,7 +17,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
 from typing import Any
 
 from agentmesh.core.limits import DEFAULT_GOSSIP_LIMITS, GossipLimits
@@ -175,17 +174,19 @@ class GossipNode(MachineBase):
         if not self.hot.keys() <= known.keys():
             raise InvariantViolation(f"{self.node_id} pushes rumors it does not know")
         vector = self._vector
-        covered = set(
-            chain.from_iterable(
-                zip(repeat(origin), range(1, seq + 1)) for origin, seq in vector.items()
-            )
-        )
-        if not covered <= known.keys():
-            origin, number = min(covered - known.keys())
-            raise InvariantViolation(f"{self.node_id} vector claims ({origin}, {number})")
+        # Membership tests instead of building the set of covered ids (~3x cheaper; this
+        # runs for every node at every global check). Origins are distinct, so the
+        # covered ids number the sum of the positive vector entries.
+        covered = 0
+        for origin, seq in vector.items():
+            for number in range(1, seq + 1):
+                if (origin, number) not in known:
+                    raise InvariantViolation(f"{self.node_id} vector claims ({origin}, {number})")
+            if seq > 0:
+                covered += seq
         detached = self._detached
         if (
-            len(covered) + len(detached) != len(known)
+            covered + len(detached) != len(known)
             or not detached.keys() <= known.keys()
             or any(rumor_id[1] <= vector.get(rumor_id[0], 0) for rumor_id in detached)
         ):
