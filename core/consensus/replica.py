@@ -274,13 +274,22 @@ class ReplicaCore(MachineBase):
         if not self.is_member or not self.is_primary or self.view_changing:
             return
         config = self.config
+        sent = []
         while self.queue and self.in_window(self.next_seq):
             if self.next_seq - 1 - self.last_executed >= config.inflight_batches_max:
-                return
+                break
             ids = list(self.queue)[: config.batch_entries_max]
             batch = tuple(self.queue.pop(entry_id) for entry_id in ids)
-            self._send_pre_prepare(self.next_seq, batch)
+            if self._send_pre_prepare(self.next_seq, batch) is not None:
+                sent.append(self.next_seq)
             self.next_seq += 1
+        if self.committee.quorum == 1:
+            # n = 1: no backup will ever prepare, so the pre-prepare alone prepares it
+            # (quorum - 1 = 0 prepares); checked after the loop, which it may re-enter.
+            for seq in sent:
+                slot = self.slots.get(seq)  # an executed epoch change clears the slots
+                if slot is not None:
+                    self._check_prepared(seq, slot)
 
     def _send_pre_prepare(self, seq: int, batch: tuple[Entry, ...]) -> PrePrepare | None:
         digest = batch_digest(batch)

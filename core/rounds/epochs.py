@@ -58,6 +58,7 @@ EPOCH_MAX = 2**32 - 1
 _TRIGGERING_REASONS = frozenset({"hardware or policy", "battery"})
 
 Change = tuple[dict[str, int], int]
+_DECIDED_VIEWS_MAX = 16  # decided views whose epoch event the host has not handled yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +212,10 @@ class EpochTracker:
             return None
         if view.epoch != epoch + 1:
             return None  # stale or early: only the next epoch number counts
-        self._decided_views = {view.epoch: view}
+        # Several epochs may execute in one replica step before the host sees their events.
+        self._decided_views[view.epoch] = view
+        while len(self._decided_views) > _DECIDED_VIEWS_MAX:
+            del self._decided_views[min(self._decided_views)]
         return committee_change(view, self.config)
 
     def on_decided(self, seq: int, digest: bytes) -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from agentmesh.core.rounds import RoundsConfig
 from agentmesh.core.rounds.testing import RoundsNet
 
 PARAMS = 32
 
 
-def config(rounds_total: int) -> RoundsConfig:
+def config(rounds_total: int, contributors_min: int = 2) -> RoundsConfig:
     return RoundsConfig(params=PARAMS, rounds_total=rounds_total, window_ms=400,
-                        takeover_ms=300, abort_after_ms=2000, contributors_min=2)  # fmt: skip
+                        takeover_ms=300, abort_after_ms=2000,
+                        contributors_min=contributors_min)  # fmt: skip
 
 
 def agreed(net: RoundsNet, peers: list[str]) -> list[tuple[int, bytes]]:
@@ -94,3 +99,43 @@ def test_a_joiner_restricted_to_training_never_validates_or_aggregates() -> None
     assert "a4" not in epoch["committee"] and "a4" not in epoch["aggregators"]
     assert any("a4" in who for who in contributors(net, "a0").values())
     assert not net.events("a4", "propose"), "a pure trainer proposes nothing"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_seeded_churn_with_loss_never_forks_and_every_round_closes(seed: int) -> None:
+    """Random joins, leaves and a crash at random times, 2% message loss: one log, no hang."""
+    rng = random.Random(seed)
+    net = RoundsNet(5, config(25), seed=seed, epochs=True)
+    net.filter = lambda sender, target, message: rng.random() >= 0.02
+    events = sorted(rng.sample(range(200, 3000, 50), 3))
+    actions = ["join", "leave", "crash"]
+    rng.shuffle(actions)
+    at = 0
+    for when, action in zip(events, actions, strict=True):
+        net.run(when - at)
+        at = when
+        if action == "join":
+            net.join("j0")
+        else:
+            candidates = [p for p in net.ids if p not in net.down and p != "j0"]
+            victim = rng.choice(candidates[1:])  # keep a0 as the observer of record
+            if action == "leave":
+                net.leave(victim)
+            else:
+                net.crash(victim)
+                net.membership.pop(victim)
+    net.run(15000)
+    live = [p for p in net.ids if p not in net.down]
+    log = agreed(net, live)
+    closed = {e["round"] for e in net.events("a0", "round_aborted")} | {r for r, _ in log}
+    assert closed == set(range(1, 26)), f"seed {seed}: rounds {sorted(closed)}"
+    epochs = {tuple(epochs_seen(net, p)) for p in live}
+    assert len(epochs) == 1, f"seed {seed}: agents disagree on epochs {epochs}"
+    assert len(next(iter(epochs))) <= 3, "at most one epoch per membership change"
+
+
+def test_a_committee_of_one_decides() -> None:
+    """n = 1 (f = 0): the primary's pre-prepare alone prepares (a shrunken mesh's epoch)."""
+    net = RoundsNet(1, config(3, contributors_min=1), committee_size=1)
+    net.run(2000)
+    assert [r for r, _ in agreed(net, net.ids)] == [1, 2, 3]
