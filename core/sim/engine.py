@@ -36,7 +36,13 @@ from agentmesh.core.node import (
 )
 from agentmesh.core.sim.faults import Crash, Partition
 from agentmesh.core.sim.network import US_PER_MS, ConstantLatency, NetworkConfig, UniformLatency
-from agentmesh.core.sim.trace import FAULT_TAG, NODE_BITS, TICK_SOURCE, TraceHasher
+from agentmesh.core.sim.trace import (
+    FAULT_TAG,
+    NODE_BITS,
+    TICK_SOURCE,
+    TRACE_FLUSH_RECORDS,
+    TraceHasher,
+)
 
 # (node_id, rng, durable_state or None) -> a fresh machine; durable_state is what the
 # machine's optional `durable_state()` returned when it crashed (None on first boot).
@@ -391,9 +397,9 @@ class Simulation:
         plain_network = not loss and not duplicate and (const_us >= 0 or uniform)
         every = config.progress_every_events if progress is not None else 0
         next_progress = every if every else -1
-        # flush trace records and maybe report progress every so many events
-        housekeeping_every = min(every, 8192) if every else 8192
-        next_housekeeping = housekeeping_every
+        # Between buckets: flush trace records, maybe report progress (so progress comes
+        # at the first bucket boundary after every `every` events).
+        flush_at = 2 * TRACE_FLUSH_RECORDS
         deliveries = ticks = sends = duplicates = events = checked = processed = 0
         node = -1
         kind = GLOBAL
@@ -402,6 +408,12 @@ class Simulation:
         entry: tuple[int, int, int, Any, Any] = (0, GLOBAL, -1, None, None)
         try:
             while bucket_heap:
+                if len(records) >= flush_at:
+                    flush()
+                if 0 < next_progress <= processed:
+                    next_progress = (processed // every + 1) * every
+                    self.now_us = time_us
+                    progress(time_us // 1000, processed)  # type: ignore[misc]
                 current_bucket = pop(bucket_heap)
                 current = take_bucket(current_bucket)
                 current.sort()  # keys are unique: only the first fields are compared
@@ -412,14 +424,6 @@ class Simulation:
                     time_us = key >> SEQ_BITS
                     if time_us > end_us:
                         raise _EndOfRun
-                    processed += 1
-                    if processed == next_housekeeping:
-                        next_housekeeping += housekeeping_every
-                        flush()
-                        if 0 < next_progress <= processed:
-                            next_progress += every
-                            self.now_us = time_us
-                            progress(time_us // 1000, processed)  # type: ignore[misc]
                     if kind == DELIVER:
                         if not alive[node]:
                             drops["crashed"] += 1
@@ -531,6 +535,7 @@ class Simulation:
                                 bucket.append((key, TICK, node, incarnation[node], None))
                             else:
                                 self._push_key(key, TICK, node, incarnation[node], None)
+                processed += len(current)
             time_us = end_us
         except _EndOfRun:
             self._keep_unplayed(current, entry)

@@ -15,6 +15,7 @@ from array import array
 TICK_SOURCE = 0x1FFFFF  # the "source" field of a tick record (no node has this index)
 NODE_BITS = 21  # records pack target << NODE_BITS | source; nodes must be < 2**21 - 1
 FAULT_TAG = -1  # fault records use negative second fields
+TRACE_FLUSH_RECORDS = 8192  # the engine flushes between time buckets once this many are buffered
 
 
 class TraceHasher:
