@@ -4,12 +4,17 @@
 clock, SQLite file and signing identity. Once membership shows the expected
 number of alive members, every agent computes the same genesis (roles.py) and
 starts a `Replica` (a member or an observer of the committee) and a
-`RoundsMachine`. Rules of this host:
+`RoundsMachine`; an agent that starts later adopts the running mesh's genesis
+(`rounds.genesis` from f + 1 of its members) and replays the log. After that,
+membership changes become `rounds_epoch` entries (core/rounds/epochs.py): this
+host only compares its membership view with the committed one every 500 ms,
+proposes, and hands the replica's `epoch` events to the tracker and the round
+machine. Rules of this host:
 - persist the replica's records (one SQLite transaction) before any send that
   follows them in the outbox; executed/stable records may wait (the consensus
   host's reasoning: losing them only means fetching those batches again);
-- committee members push every decided batch with its commit certificate to
-  the non-members, whose observer replica verifies it (verify_certificate);
+- the committee that certified a batch pushes it with its commit certificate to
+  every other member and alive peer, whose observer replica verifies it;
 - training and evaluation run on one worker thread, so the loop stays
   responsive and the LiteRT interpreter is never used by two threads.
 """
