@@ -58,6 +58,29 @@ def test_a_reply_carries_the_ack_of_its_request() -> None:
     run(scenario)
 
 
+def test_a_timer_meeting_a_due_ack_leaves_it_to_the_reply() -> None:
+    """A stale timer handle that fires while the request's ACK waits for the reply
+    sends nothing; the reply alone carries the ACK (one datagram, not two)."""
+
+    async def scenario() -> None:
+        async with transports(FAST, FAST) as (a, b):
+            b_id = await a.dial(b.local_address)
+            connection = b._preferred(a.identity.peer_id)
+            assert connection is not None
+            await a.send(b_id, b"request")
+            incoming = await b.receive()  # one loop turn after the datagram: ACK due
+            assert connection.quic.get_timer() <= asyncio.get_running_loop().time()
+            sent = b.counters["datagrams_sent"]
+            connection._on_timer()  # what a handle armed for an earlier deadline does
+            assert b.counters["datagrams_sent"] == sent
+            await b.send(incoming.peer_id, b"reply")
+            assert b.counters["datagrams_sent"] == sent + 1
+            (reply,) = await receive_all(a, 1)
+            assert reply.payload == b"reply"
+
+    run(scenario)
+
+
 def test_loopback_blobs_travel_in_large_datagrams() -> None:
     async def scenario() -> None:
         async with transports(LIMITS, LIMITS) as (a, b):
