@@ -81,6 +81,44 @@ def test_a_timer_meeting_a_due_ack_leaves_it_to_the_reply() -> None:
     run(scenario)
 
 
+def test_forged_short_header_datagrams_are_dropped_and_the_connection_goes_on() -> None:
+    """Short headers are routed by their connection id without a full parse; a forged
+    one, with a live id or an unknown one or a cleared fixed bit, is dropped."""
+
+    async def scenario() -> None:
+        async with transports(FAST, FAST) as (a, b):
+            b_id = await a.dial(b.local_address)
+            connection = b._preferred(a.identity.peer_id)
+            assert connection is not None
+            live_cid = connection.quic.host_cid
+            forged = [
+                b"\x40" + live_cid + os.urandom(60),  # live id, undecryptable
+                b"\x40" + live_cid,  # live id, nothing after it
+                b"\x41" + os.urandom(8) + os.urandom(60),  # unknown id
+                b"\x01" + live_cid + os.urandom(60),  # fixed bit cleared
+                b"\x40",
+            ]
+            loop = asyncio.get_running_loop()
+            udp, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, remote_addr=b.local_address
+            )
+            try:
+                for datagram in forged * 20:
+                    udp.sendto(datagram)
+                await asyncio.sleep(0.2)
+            finally:
+                udp.close()
+            counters = b.counters
+            assert counters["datagrams_unroutable"] >= 20  # the unknown id
+            assert counters["datagrams_malformed"] >= 40  # fixed bit cleared, lone byte
+            await a.send(b_id, b"still here")
+            (incoming,) = await receive_all(b, 1)
+            assert incoming.payload == b"still here"
+            assert b._preferred(a.identity.peer_id) is connection
+
+    run(scenario)
+
+
 def test_loopback_blobs_travel_in_large_datagrams() -> None:
     async def scenario() -> None:
         async with transports(LIMITS, LIMITS) as (a, b):
