@@ -207,6 +207,10 @@ class RoundsHost(ReplicaDriver):
         self._joined_ms: int | None = None  # when this agent adopted a running mesh
         self.epoch_log: list[dict[str, Any]] = []
         self._certifiers: tuple[str, ...] = ()  # the committee of the batches being decided
+        # Suspect, dead or departed members: sends to them would only queue behind a
+        # connection nobody acknowledges (send_timeout_ms each) and fill the agent's
+        # bounded send backlog, starving the live peers (SWIM acks included).
+        self._unreachable: set[str] = set()
         self.settings_aggregators = RoundsConfig(params=1).aggregators_per_round
 
     # -- formation ----------------------------------------------------------------------
@@ -295,7 +299,9 @@ class RoundsHost(ReplicaDriver):
         if machine is None:
             return {}
         serving: dict[str, Capabilities] = {}
-        for member in machine.status():
+        members = machine.status()
+        self._unreachable = {m["peer_id"] for m in members if m["state"] != "alive"}
+        for member in members:
             if member["state"] not in self.roles_config.states_serving:
                 continue
             record = machine.member(member["peer_id"])
@@ -529,6 +535,9 @@ class RoundsHost(ReplicaDriver):
         self._send_frame(peer, PBFT_TYPE.name, {"m": to_wire(message)})
 
     def _send_frame(self, peer: str, type_name: str, body: dict[str, Any]) -> None:
+        if peer in self._unreachable:
+            self._count("skipped_send_not_alive")
+            return
         size = self.agent.send_envelope(peer, type_name, body)
         self.bytes_out += size
 
@@ -536,6 +545,9 @@ class RoundsHost(ReplicaDriver):
 
     def _on_send_blob(self, data: dict[str, Any]) -> None:
         blob: bytes = data["data"]
+        if data["to"] in self._unreachable:
+            self._count("skipped_send_not_alive")
+            return
         self.bytes_out += len(blob)
         self.agent.send_blob(data["to"], blob)
 

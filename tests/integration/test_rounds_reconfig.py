@@ -60,6 +60,15 @@ class RoundsAgent:
             return 0
         return sum(1 for m in status["members"] if m["state"] == "alive")
 
+    def send_counters(self) -> dict[str, int]:
+        """The agent's send/drop counters (diagnostics when a test fails)."""
+        try:
+            status: dict[str, Any] = asyncio.run(request(self.state_dir, "status"))
+        except (ControlError, OSError):
+            return {}
+        counters: dict[str, int] = status["self"]["counters"]
+        return {k: v for k, v in counters.items() if "send" in k or "drop" in k}
+
     def rounds(self) -> dict[str, Any] | None:
         try:
             result: dict[str, Any] = asyncio.run(request(self.state_dir, "rounds"))
@@ -179,6 +188,7 @@ def test_a_joiner_trains_in_a_later_epoch_and_a_killed_member_is_replaced(
     except AssertionError:
         for k, agent in enumerate(agents):
             print(f"--- agent{k} log tail ---\n{agent.log_tail()}")
+            print(f"agent{k} counters: {agent.send_counters()}")
         raise
 
     final = [a.rounds() for a in survivors]
