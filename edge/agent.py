@@ -56,6 +56,9 @@ MEMBERSHIP_TYPE = MessageType(16, "membership", {"m": Field("map", size_max=256)
 DEFAULT_REGISTRY.register(MEMBERSHIP_TYPE)
 
 _SENDS_IN_FLIGHT_MAX = 512
+# A dead peer's sends each wait send_timeout_ms; without a per-peer share, a few dead
+# peers fill the whole backlog and the sends to live peers (SWIM acks!) are dropped.
+_SENDS_IN_FLIGHT_PER_PEER_MAX = 64
 _SNAPSHOT_INTERVAL_S = 5.0
 _LEAVE_LINGER_S = 0.5
 _DIAL_TIMEOUT_S = 5.0
@@ -144,6 +147,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self._seq = self.clock.now_ms() * 1000
         self._sends: set[asyncio.Task[None]] = set()
+        self._sends_per_peer: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._incarnation_persisted = 0
         self.started = asyncio.Event()
@@ -347,7 +351,7 @@ class Agent:
     async def _discovery_loop(self, discovery: MdnsDiscovery) -> None:
         while True:
             found = await discovery.found.get()
-            self._spawn_send(self._on_found(found))
+            self._spawn_send(found.peer_id, self._on_found(found))
 
     async def _on_found(self, found: FoundPeer) -> None:
         try:
@@ -407,7 +411,7 @@ class Agent:
             (self._seq,),
             {"m": output.message.to_wire()},
         )
-        self._spawn_send(self._deliver(output.to, frame))
+        self._spawn_send(output.to, self._deliver(output.to, frame))
 
     def send_envelope(self, peer_id: str, type_name: str, body: Mapping[str, Any]) -> int:
         """Sign and send one message of a registered type; returns its size in bytes."""
@@ -417,12 +421,12 @@ class Agent:
         except WireError as error:
             self._count(f"drop_unsendable_{type(error).__name__}")
             return 0
-        self._spawn_send(self._deliver(peer_id, frame))
+        self._spawn_send(peer_id, self._deliver(peer_id, frame))
         return len(frame)
 
     def send_blob(self, peer_id: str, data: bytes) -> None:
         """Stream a content-addressed blob to a peer (best effort, like frames)."""
-        self._spawn_send(self._deliver_blob(peer_id, data))
+        self._spawn_send(peer_id, self._deliver_blob(peer_id, data))
 
     async def _deliver_blob(self, peer_id: str, data: bytes) -> None:
         try:
@@ -430,14 +434,29 @@ class Agent:
         except (TransportError, TimeoutError, OSError):
             self._count("blob_send_failed")
 
-    def _spawn_send(self, coroutine: Any) -> None:
+    def _spawn_send(self, peer_id: str, coroutine: Any) -> None:
+        """Run one send as a task, within the per-peer and the agent-wide backlog."""
+        in_flight = self._sends_per_peer.get(peer_id, 0)
+        if in_flight >= _SENDS_IN_FLIGHT_PER_PEER_MAX:
+            self._count("drop_send_peer_backlog")
+            coroutine.close()
+            return
         if len(self._sends) >= _SENDS_IN_FLIGHT_MAX:
             self._count("drop_send_backlog")
             coroutine.close()
             return
         task = asyncio.get_running_loop().create_task(coroutine)
         self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
+        self._sends_per_peer[peer_id] = in_flight + 1
+        task.add_done_callback(lambda done: self._send_done(peer_id, done))
+
+    def _send_done(self, peer_id: str, task: asyncio.Task[None]) -> None:
+        self._sends.discard(task)
+        remaining = self._sends_per_peer.get(peer_id, 1) - 1
+        if remaining > 0:
+            self._sends_per_peer[peer_id] = remaining
+        else:
+            self._sends_per_peer.pop(peer_id, None)
 
     async def _deliver(self, peer_id: str, frame: bytes) -> None:
         address = self._address_of(peer_id)
