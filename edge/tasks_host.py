@@ -225,6 +225,10 @@ class TasksHost(ReplicaDriver):
         self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._training_data: Any = None
         self.restored = self._persisted_genesis()
+        # Suspect, dead or departed members: a send to one would wait send_timeout_ms
+        # behind a connection nobody acknowledges and fill the agent's send backlog,
+        # starving live peers (as in the rounds host). PBFT retransmits what matters.
+        self._unreachable: set[str] = set()
         self.disabled: str | None = None  # why tasks stay off (a corrupt stored log)
         self._init_log()
         self._wake = asyncio.Event()
@@ -246,6 +250,7 @@ class TasksHost(ReplicaDriver):
             if membership is None:
                 continue
             members = membership.status()
+            self._unreachable = {m["peer_id"] for m in members if m["state"] != "alive"}
             if self.genesis is None and self.restored is not None:
                 self._restart(self.restored)
                 continue
@@ -398,7 +403,8 @@ class TasksHost(ReplicaDriver):
         if data is None or len(data) > BLOB_BYTES_MAX:
             self._count("fetch_unknown_blob")
             return
-        self.agent.send_envelope(sender, BLOB_TYPE.name, {"digest": digest, "data": data})
+        if sender not in self._unreachable:
+            self.agent.send_envelope(sender, BLOB_TYPE.name, {"digest": digest, "data": data})
 
     def _on_blob(self, sender: str, digest: bytes, data: bytes) -> None:
         waiter = self.fetches.get(digest)
@@ -465,6 +471,9 @@ class TasksHost(ReplicaDriver):
                     waiter.set_result(None)
 
     def _send_pbft(self, peer: str, message: Any) -> None:
+        if peer in self._unreachable:
+            self._count("skipped_send_not_alive")
+            return
         self.agent.send_envelope(peer, PBFT_TYPE.name, {"m": to_wire(message)})
 
     def _spawn_job(self, coroutine: Any) -> None:
@@ -519,6 +528,9 @@ class TasksHost(ReplicaDriver):
                 return data
         tries = (holders * 2)[:_FETCH_TRIES_MAX]
         for index, holder in enumerate(tries):
+            if holder in self._unreachable:
+                self._count("fetch_skipped_not_alive")
+                continue
             waiter = self.fetches.get(digest)
             if waiter is None or waiter.done():
                 if len(self.fetches) >= _FETCH_WAITERS_MAX:
