@@ -54,7 +54,7 @@ GC_YOUNG_THRESHOLD = 100_000  # objects allocated between young collections duri
 SEQ_BITS = 40  # event keys are time_us << SEQ_BITS | seq: at most 2**40 events per run
 # Events wait in buckets of 2**BUCKET_US_BITS µs of virtual time; bucket = key >> BUCKET_SHIFT.
 # The width changes only speed, never the order (which is by key within and across buckets).
-BUCKET_US_BITS = 10
+BUCKET_US_BITS = 12
 BUCKET_SHIFT = SEQ_BITS + BUCKET_US_BITS
 _FAULT_PARTITION_ON, _FAULT_PARTITION_OFF, _FAULT_CRASH, _FAULT_RESTART = 1, 2, 3, 4
 PPM = 1_000_000

@@ -8,6 +8,7 @@ from typing import Any
 
 from agentmesh.core.node import MachineBase
 from agentmesh.core.sim import ScheduledCall, SimConfig, Simulation
+from agentmesh.core.sim.engine import BUCKET_US_BITS
 from agentmesh.core.sim.network import ConstantLatency, NetworkConfig
 
 Log = list[tuple[str, Any, int]]
@@ -43,7 +44,7 @@ def _run(latency_ms: float, hops: int, calls: list[tuple[int, str]]) -> Log:
     config = SimConfig(
         nodes=nodes,
         seed=1,
-        duration_ms=10,
+        duration_ms=20,
         network=NetworkConfig(latency=ConstantLatency(latency_ms)),
         global_check_ms=0,
     )
@@ -61,8 +62,8 @@ def _run(latency_ms: float, hops: int, calls: list[tuple[int, str]]) -> Log:
 
 
 def test_sub_bucket_latency_interleaves_with_a_call_in_time_order() -> None:
-    # 0.3 ms hops: 300, 600, 900 µs (inside the first bucket, queued while it plays), then
-    # the call at 1,000 µs, then 1,200 µs onwards in the next buckets.
+    # 0.3 ms hops: 300, 600, 900 µs (each queued while its bucket plays), then the call
+    # at 1,000 µs, then 1,200 µs onwards.
     log = _run(0.3, 5, [(1, "c1")])
     assert [(who, what) for who, what, _ in log] == [
         ("n1", 0),
@@ -92,3 +93,16 @@ def test_zero_latency_chain_runs_before_later_events_at_the_same_time() -> None:
         ("n1", 100),
         ("n1", 100),
     ]
+
+
+def test_hops_across_bucket_boundaries_interleave_with_calls_in_time_order() -> None:
+    # 1.3 ms hops through 13 ms cross several buckets (2**BUCKET_US_BITS µs); all times
+    # are distinct, so the expected order is simply by time.
+    latency_us, hops = 1300, 9
+    log = _run(latency_us / 1000, hops, [(3, "c1"), (9, "c2")])
+    expected = [((k + 1) * latency_us, f"n{(k + 1) % 3}", k) for k in range(hops + 1)]
+    for at_us, label in ((3000, "c1"), (9000, "c2")):
+        expected += [(at_us, "call", label), (at_us + latency_us, "n1", 100)]
+    expected.sort()
+    assert BUCKET_US_BITS < 13 and latency_us * (hops + 1) > 2 * 2**BUCKET_US_BITS
+    assert log == [(who, what, at_us // 1000) for at_us, who, what in expected]
