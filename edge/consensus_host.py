@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import hashlib
 import json
 import os
@@ -215,8 +216,12 @@ class ConsensusHost:
     def flush(self) -> None:
         """Commit every record not yet durable (one SQLite transaction)."""
         if self._unwritten:
+            start_ns = time.perf_counter_ns()
             self.store.write(self._unwritten, self.replica.durable)
             self.count("transactions")
+            self.counters["transaction_us"] = (
+                self.counters.get("transaction_us", 0) + (time.perf_counter_ns() - start_ns) // 1000
+            )
         self._unwritten = []
         self._must_write = False
 
@@ -286,6 +291,7 @@ BENCH_CONFIG = ConsensusConfig(
 LOAD_INDEX = 0  # the primary of view 0 proposes and measures, as a PBFT client would time it
 LOAD_WINDOW = 1024  # outstanding entries during the throughput phase
 RUN_TIMEOUT_S = 300.0
+PROFILE_DIR_ENV = "AGENTMESH_BENCH_PROFILE_DIR"  # set: each bench node writes a cProfile file
 
 
 def bench_identity(index: int) -> Identity:
@@ -377,6 +383,7 @@ async def _bench_node(
     if load is not None:
         result = await load.run(host, samples, seconds)
         result["host_counters"] = host.counters
+        result["replica_counters"] = host.replica.counters
         print(json.dumps({"result": result}), flush=True)
     else:
         await loop.run_in_executor(None, sys.stdin.readline)  # until the coordinator closes stdin
@@ -422,6 +429,9 @@ def run_cluster_bench(n: int, seconds: float, samples: int, sync: str = "full") 
                 proc.stdin.write(json.dumps({"ports": ports}) + "\n")
                 proc.stdin.flush()
             result = json.loads(_read_line(procs[LOAD_INDEX]))["result"]
+            if os.environ.get(PROFILE_DIR_ENV):  # where the time went, for the profile reader
+                counters = {k: result[k] for k in ("host_counters", "replica_counters")}
+                print(json.dumps(counters), file=sys.stderr)
         finally:
             for proc in procs:
                 if proc.stdin is not None and not proc.stdin.closed:
@@ -517,9 +527,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve-node":
         asyncio.run(_serve_node(args.index, args.n, args.state_dir, args.base_port))
         return 0
-    asyncio.run(
-        _bench_node(args.index, args.n, args.state_dir, args.samples, args.seconds, args.sync)
-    )
+    bench = _bench_node(args.index, args.n, args.state_dir, args.samples, args.seconds, args.sync)
+    profile_dir = os.environ.get(PROFILE_DIR_ENV)
+    if not profile_dir:
+        asyncio.run(bench)
+        return 0
+    profiler = cProfile.Profile()  # wall-clock: waits in poll() and in COMMIT show up too
+    profiler.enable()
+    try:
+        asyncio.run(bench)
+    finally:
+        profiler.disable()
+    profiler.dump_stats(Path(profile_dir) / f"consensus-node{args.index}.prof")
     return 0
 
 
