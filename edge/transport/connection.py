@@ -167,6 +167,8 @@ class PeerConnection:
     def datagram_received(self, data: bytes, address: NetworkAddress) -> None:
         now = self._loop.time()
         self.quic.receive_datagram(data, address, now=now)
+        if self.state is ConnectionState.READY and self.quic._close_event is not None:
+            self._peer_closed()
         self._control_received = False
         self._process_events()
         if self._control_received:
@@ -297,6 +299,15 @@ class PeerConnection:
             self._nonce = os.urandom(auth.NONCE_SIZE_BYTES)
             self._write_control(FrameType.CHALLENGE, self._nonce)
         self.state = ConnectionState.PROVING
+
+    def _peer_closed(self) -> None:
+        # RFC 9000 §10.2.2: after the peer's CONNECTION_CLOSE we are draining and may
+        # send nothing; aioquic reports ConnectionTerminated only 3 PTO later (seconds
+        # under load) and drops writes meanwhile, so stop choosing this connection now.
+        self._owner.count("connections_closed_by_peer")
+        self.state = ConnectionState.CLOSING
+        self._progress.set()
+        self._owner.connection_closed(self)
 
     def _on_terminated(self, event: events.ConnectionTerminated) -> None:
         was_live = self.state not in (ConnectionState.CLOSING, ConnectionState.CLOSED)

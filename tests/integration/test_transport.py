@@ -445,3 +445,38 @@ def test_a_restarted_peer_is_reached_on_its_new_connection() -> None:
             await a.close()
 
     assert run(scenario) == b"welcome"
+
+
+def test_a_peer_that_closed_is_dropped_at_once_not_after_draining() -> None:
+    # The peer with the larger id restarts right after a clean close (CONNECTION_CLOSE
+    # sent): the survivor must stop preferring its draining connection at once
+    # (RFC 9000 §10.2.2), not 3 PTO later when aioquic reports the termination.
+    ids = sorted((identity(52), identity(53)), key=lambda i: i.peer_id)
+    small, large = ids
+
+    async def scenario() -> bytes:
+        a = QuicTransport(small, "127.0.0.1", 0)
+        b = QuicTransport(large, "127.0.0.1", 0)
+        await a.start()
+        await b.start()
+        port = b.local_address[1]
+        await a.send(large.peer_id, b"hello", address=b.local_address)
+        assert (await b.receive()).payload == b"hello"
+        await b.close()
+        for _ in range(100):
+            if not a.connected_peers():
+                break
+            await asyncio.sleep(0.005)
+        assert a.connected_peers() == []
+        assert a.counters.get("connections_closed_by_peer") == 1
+        b2 = QuicTransport(large, "127.0.0.1", port)
+        await b2.start()
+        try:
+            await a.send(large.peer_id, b"after the restart")  # dials the remembered address
+            reply = await asyncio.wait_for(b2.receive(), 3)
+            return reply.payload
+        finally:
+            await b2.close()
+            await a.close()
+
+    assert run(scenario) == b"after the restart"
