@@ -225,9 +225,10 @@ class TasksHost(ReplicaDriver):
         self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._training_data: Any = None
         self.restored = self._persisted_genesis()
-        # Suspect, dead or departed members: a send to one would wait send_timeout_ms
-        # behind a connection nobody acknowledges and fill the agent's send backlog,
-        # starving live peers (as in the rounds host). PBFT retransmits what matters.
+        # Dead or departed members get no fetches or blobs (each would wait behind a
+        # connection nobody acknowledges). PBFT frames still go to every member: the
+        # view is often wrong under load, and a frame skipped to a live primary stalls
+        # the log until a view change; the agent bounds each peer's share of sends.
         self._unreachable: set[str] = set()
         self.disabled: str | None = None  # why tasks stay off (a corrupt stored log)
         self._init_log()
@@ -250,7 +251,7 @@ class TasksHost(ReplicaDriver):
             if membership is None:
                 continue
             members = membership.status()
-            self._unreachable = {m["peer_id"] for m in members if m["state"] != "alive"}
+            self._unreachable = {m["peer_id"] for m in members if m["state"] in ("dead", "left")}
             if self.genesis is None and self.restored is not None:
                 self._restart(self.restored)
                 continue
@@ -471,9 +472,6 @@ class TasksHost(ReplicaDriver):
                     waiter.set_result(None)
 
     def _send_pbft(self, peer: str, message: Any) -> None:
-        if peer in self._unreachable:
-            self._count("skipped_send_not_alive")
-            return
         self.agent.send_envelope(peer, PBFT_TYPE.name, {"m": to_wire(message)})
 
     def _spawn_job(self, coroutine: Any) -> None:
