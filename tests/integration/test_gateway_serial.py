@@ -28,6 +28,14 @@ from agentmesh.gateway_peer.server import GatewayServer
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
+# The serial firmware compiles its .py modules on the device; at 64 KB that boot has under
+# 1 KB to spare, and the module paths (qstrs) tip it: from a checkout ~30 characters
+# deeper than /work/main it died with MemoryError before its hello (CI). Measured minimum:
+# 64 KB (short path) to 70 KB (200-character path); 80 KB leaves room for any checkout.
+SERIAL_HEAP = "80k"
+# Bounds for conditions that take well under a second on a quiet box: generous, so that
+# a loaded 2-core CI machine waits longer instead of failing.
+WAIT_S = 30
 
 
 def micropython() -> str:
@@ -122,9 +130,17 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view[:4096]) :]
 
 
-async def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+async def wait_until(
+    check: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Poll `check`; fail at once (not at the bound) when `process` has exited."""
     deadline = time.monotonic() + timeout_s
     while not check():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"firmware exited ({process.returncode}) before {what}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
@@ -151,7 +167,7 @@ async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> 
         )
     )
     firmware = subprocess.Popen(
-        [micropython(), "-X", "heapsize=64k", str(FIRMWARE / "main.py"), str(config)],
+        [micropython(), "-X", f"heapsize={SERIAL_HEAP}", str(FIRMWARE / "main.py"), str(config)],
         env=mpy_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -167,14 +183,17 @@ async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> 
         def listed() -> bool:
             return any(a.device_id == "mcu-serial" for a in server.bridged_adverts())
 
-        await wait_until(listed, 10, "the serial device's hello")
+        await wait_until(listed, WAIT_S, "the serial device's hello", firmware)
         (advert,) = [a for a in server.bridged_adverts() if a.device_id == "mcu-serial"]
         assert advert.capabilities["class"] == "mcu"
         assert advert.mcu["sensors"] == ["sim_temp"] and advert.mcu["params_max"] > 0
         status = {d["device_id"]: d for d in server.devices_status()}
         assert status["mcu-serial"]["address"] == "serial:" + gateway_end
         await wait_until(
-            lambda: "sim_temp" in status_of(server)["sensors_seen"], 5, "a reading (welcomed)"
+            lambda: "sim_temp" in status_of(server)["sensors_seen"],
+            WAIT_S,
+            "a reading (welcomed)",
+            firmware,
         )
 
         # Garbage: noise with a bad escape, an oversize run, then a flood of short frames.
@@ -186,11 +205,11 @@ async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> 
         sock.sendto(udp_device.hello(), udp_address)
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        udp_device.handle(await asyncio.wait_for(loop.sock_recv(sock, 2048), 5))
+        udp_device.handle(await asyncio.wait_for(loop.sock_recv(sock, 2048), WAIT_S))
         assert udp_device.welcomed_by == server.peer_id
 
-        await asyncio.wait_for(writer, 10)
-        await wait_until(lambda: link.counters["rate_limited"] > 0, 5, "the flood limited")
+        await asyncio.wait_for(writer, WAIT_S)
+        await wait_until(lambda: link.counters["rate_limited"] > 0, WAIT_S, "the flood limited")
         assert link.decoder.counters["bad_escapes"] >= 1
         assert link.decoder.counters["oversize_frames"] >= 1
         assert link.decoder.counters["garbage_bytes"] >= 3000
@@ -198,8 +217,9 @@ async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> 
         accepted = status_of(server)["stats"].get("accepted", 0)
         await wait_until(
             lambda: status_of(server)["stats"].get("accepted", 0) >= accepted + 3,
-            5,
+            WAIT_S,
             "messages after the garbage",
+            firmware,
         )
     finally:
         os.close(line)
@@ -259,13 +279,19 @@ def test_agent_join_mcu_serial_bridges_the_firmware(
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     firmware = subprocess.Popen(
-        [micropython(), "-X", "heapsize=64k", str(FIRMWARE / "main.py"), str(config_path)],
+        [
+            micropython(),
+            "-X",
+            f"heapsize={SERIAL_HEAP}",
+            str(FIRMWARE / "main.py"),
+            str(config_path),
+        ],
         env=mpy_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + WAIT_S
         found: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             found = agent_status(state_dir)
@@ -273,6 +299,7 @@ def test_agent_join_mcu_serial_bridges_the_firmware(
             if any(m.get("device_id") == "mcu-tty" for m in members):
                 break
             assert agent.poll() is None, log_path.read_text(errors="replace")
+            assert firmware.poll() is None, f"firmware exited ({firmware.returncode})"
             time.sleep(0.2)
         else:
             raise AssertionError(f"device not listed: {found}\n{log_path.read_text()}")
