@@ -6,6 +6,7 @@
 # room for many small ones.
 import gc
 import hashlib
+import struct
 from array import array
 
 LAYERS_MAX = 8
@@ -92,7 +93,7 @@ class ModelSlot:
             self._chunks = k
             for j in range(len(self._have)):
                 self._have[j] = 0
-        self._store(o // 4, array("f", d))
+        self._store(o // 4, d)
         self._have[i // 8] |= 1 << (i % 8)
         if self._complete() and self._activate(layers, z, b["h"]):
             self.pending = 0
@@ -100,11 +101,14 @@ class ModelSlot:
             return {"m": m, "h": self.bitmap(), "ok": True}
         return {"m": m, "h": self.bitmap(), "ok": False}
 
-    def _store(self, start, values):
+    def _store(self, start, data):
+        # Float by float from the chunk's bytes: array("f", data) would need a 1 KB
+        # hole per chunk, which a fragmented 64 KB heap often lacks (MemoryError).
         blocks = self.blocks
+        unpack = struct.unpack_from
         k = start
-        for v in values:
-            blocks[k >> BLOCK_SHIFT][k & _MASK] = v
+        for at in range(0, len(data), 4):
+            blocks[k >> BLOCK_SHIFT][k & _MASK] = unpack("<f", data, at)[0]
             k += 1
 
     def _check(self, k, i, o, z, layers, d):

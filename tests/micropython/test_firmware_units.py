@@ -129,3 +129,55 @@ def test_forward_matches_numpy_float32(layers: tuple[int, ...], heap: str) -> No
     assert lines[0] == "True 9"
     got = np.array([json.loads(line) for line in lines[1:]], dtype=np.float32)
     np.testing.assert_allclose(got, model.forward(inputs), rtol=1e-5, atol=1e-5)
+
+
+FRAGMENT_HEAP = (
+    # Fill the heap with 512-byte pieces and free every other one: plenty of free bytes
+    # but no hole of 1 KB, as on a 64 KB board after boot and a few datagrams.
+    "import gc\n"
+    "pieces = []\n"
+    "try:\n"
+    "    while True:\n"
+    "        pieces.append(bytearray(496))\n"
+    "except MemoryError:\n"
+    "    pass\n"
+    "for j in range(0, len(pieces), 2):\n"
+    "    pieces[j] = None\n"
+    "gc.collect()\n"
+)
+
+
+def test_model_chunks_load_on_a_heap_without_a_1kb_hole(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Each 1 KB chunk is stored without a chunk-sized allocation; 5 loads in a row."""
+    model = MlpModel.from_arrays(
+        4,
+        [
+            np.full((64, 32), 0.25, np.float32),
+            np.zeros(32, np.float32),
+            np.full((32, 10), -0.5, np.float32),
+            np.ones(10, np.float32),
+        ],
+        GatewayLimits(),
+    )
+    transfer = ModelTransfer(model, 1024, 8, 100, 3)
+    header = {key: value for key, value in transfer.chunk_body(0).items() if key not in "iod"}
+    data_path = tmp_path / "model.bin"
+    data_path.write_bytes(model.data)
+    out = run_script(
+        "from amesh_mlp import ModelSlot, allocate_blocks\n"
+        f"data = open({str(data_path)!r}, 'rb')\n"
+        # The chunks as the decoder hands them over: one 1 KB bytes object each.
+        f"chunks = [dict({header!r}, i=i, o=i * 1024, d=data.read(1024))"
+        f" for i in range({transfer.chunks_count})]\n"
+        "data.close()\n"
+        f"slot = ModelSlot(allocate_blocks({len(model.data) // 4}, 4096))\n"
+        + FRAGMENT_HEAP
+        + "for round_ in range(5):\n"
+        "    slot.model_id = slot.pending = 0\n"
+        "    for c in chunks:\n"
+        "        ack = slot.on_chunk(c)\n"
+        "        gc.collect()\n"
+        "    print(ack['ok'], slot.model_id)\n",
+        heap="64k",
+    )
+    assert out.split() == ["True", "4"] * 5
