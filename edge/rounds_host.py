@@ -81,7 +81,7 @@ log = logging.getLogger("agentmesh.rounds")
 
 PBFT_TYPE = MessageType(96, "rounds.pbft", {"m": Field("list", size_max=16)}, 256 * 1024)
 OFFER_TYPE = MessageType(
-    97, "rounds.offer", {"round": Field("uint"), "offer": Field("list", size_max=4)}, 1024
+    97, "rounds.offer", {"round": Field("uint"), "offer": Field("list", size_max=5)}, 1024
 )
 FETCH_TYPE = MessageType(98, "rounds.fetch", {"digest": Field("bytes", size_max=32)}, 512)
 RESULT_TYPE = MessageType(
@@ -212,6 +212,9 @@ class RoundsHost(ReplicaDriver):
         # bounded send backlog, starving the live peers (SWIM acks included).
         self._unreachable: set[str] = set()
         self.settings_aggregators = RoundsConfig(params=1).aggregators_per_round
+        # A gateway's bridged devices: called with (round, model, deadline_ms) before this
+        # agent's own training is queued (edge/device_rounds.py offers their updates).
+        self.extra_training: Callable[[int, bytes, int], None] | None = None
 
     # -- formation ----------------------------------------------------------------------
 
@@ -563,6 +566,8 @@ class RoundsHost(ReplicaDriver):
 
     def _on_train(self, data: dict[str, Any]) -> None:
         number, model, deadline_ms = data["round"], data["model"], data["deadline_ms"]
+        if self.extra_training is not None:
+            self.extra_training(number, model, deadline_ms)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.executor, self._train_job, number, model, deadline_ms)
         future.add_done_callback(lambda f: self._trained(number, f))
