@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import random
@@ -35,6 +36,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from agentmesh.core.consensus import ConsensusConfig, Entry, Replica
+from agentmesh.core.consensus.committee import COMMITTEE_ENTRY_KIND
+from agentmesh.core.consensus.durable import PersistExecuted
 from agentmesh.core.consensus.messages import CertifiedBatch, CommitCertificate, StateReply
 from agentmesh.core.entry_fields import EntryError
 from agentmesh.core.identity import verify_from_peer_id
@@ -69,8 +72,9 @@ from agentmesh.core.rounds.epochs import (
 from agentmesh.core.rounds.pbft_wire import PbftWireError, from_wire, to_wire
 from agentmesh.core.rounds.task import digits_split, flat_bytes, unflatten
 from agentmesh.core.wire import DEFAULT_REGISTRY, Envelope, Field, MessageType, cbor
-from agentmesh.edge.model_store import ModelStore
+from agentmesh.edge.model_store import ModelStore, ModelStoreError
 from agentmesh.edge.replica_driver import ReplicaDriver
+from agentmesh.edge.replica_log import ReplicaLog, ReplicaLogError, load_replica_log
 from agentmesh.edge.trainer import make_trainer
 from agentmesh.tools.data import load_digits
 
@@ -105,6 +109,11 @@ _SHUFFLE_SEED = 7919
 _MEMBERSHIP_CHECK_MS = 500  # how often the host compares the membership view to the epoch's
 _GENESIS_RESEND_MS = 2_000  # tell a member outside the committed view about the genesis
 _GENESIS_CLAIMS_MAX = 64  # distinct genesis descriptions a late joiner keeps while it waits
+_META_GENESIS = "rounds.genesis"  # the genesis this state dir formed or adopted (JSON)
+_RESTART_WAIT_MS = 5_000  # a restart waits at most this long to see a quorum of its committee
+# After a restart the membership table is still filling: a member not heard of yet is not
+# gone, so a restarted validator proposes no epoch for this long (the others still do).
+_RESTART_QUIET_MS = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fl_pbft_log (
@@ -215,6 +224,11 @@ class RoundsHost(ReplicaDriver):
         # A gateway's bridged devices: called with (round, model, deadline_ms) before this
         # agent's own training is queued (edge/device_rounds.py offers their updates).
         self.extra_training: Callable[[int, bytes, int], None] | None = None
+        # A restart: the genesis this state dir kept and the log it persisted under it.
+        self.restored: dict[str, Any] | None = None  # what the restart rebuilt (status)
+        self.disabled: str | None = None  # why rounds stay off (an unreadable stored log)
+        self._restart_since_ms: int | None = None
+        self._kept = self._kept_log()
 
     # -- formation ----------------------------------------------------------------------
 
@@ -224,9 +238,12 @@ class RoundsHost(ReplicaDriver):
         The wait (`form_stable_ms`) lets a late joiner, whose view passes through
         `expect` members on its way up, hear the running mesh's genesis first.
         """
-        if self.genesis is not None:
+        if self.genesis is not None or self.disabled is not None:
             return
         now = self.agent.clock.now_ms()
+        if self._kept is not None:
+            self._maybe_restart(now)
+            return
         alive = [m for m in members if m["state"] == "alive"]
         if len(alive) != self.settings.expect:
             self._form_since_ms = None
@@ -242,9 +259,17 @@ class RoundsHost(ReplicaDriver):
         )
         self._start(genesis)
 
-    def _start(self, genesis: Genesis, joining: bool = False) -> None:
-        """Run the replica (member or observer) and the round machine of `genesis`."""
+    def _start(
+        self, genesis: Genesis, joining: bool = False, kept: ReplicaLog | None = None
+    ) -> None:
+        """Run the replica (member or observer) and the round machine of `genesis`.
+
+        With `kept` (a restart) the replica resumes from the persisted records and
+        the tracker and round machine replay the decided batches among them first.
+        """
         self.genesis = genesis
+        if kept is None:
+            self._keep_genesis(genesis)
         self._certifiers = genesis.committee
         config = RoundsConfig(
             params=self.params,
@@ -265,18 +290,20 @@ class RoundsHost(ReplicaDriver):
         rng = random.Random(os.urandom(16))
         self.replica = Replica(
             self.agent.identity, verify_from_peer_id, genesis.consensus_committee(), rng,
-            ConsensusConfig(), validate_entry=self._validate_entry,
-            reconfigure=self.epochs.reconfigure,
+            ConsensusConfig(), None if kept is None else kept.durable,
+            validate_entry=self._validate_entry, reconfigure=self.epochs.reconfigure,
         )  # fmt: skip
         self.machine = RoundsMachine(self.agent.identity, verify_from_peer_id, genesis, config,
                                      self.initial_model, random.Random(os.urandom(16)))  # fmt: skip
         log.info("genesis %s: committee %s, %d trainers, I am %s",
-                 "adopted" if joining else "formed",
+                 "kept" if kept else "adopted" if joining else "formed",
                  ",".join(p[-6:] for p in genesis.committee), len(genesis.cohort),
                  self.roles())  # fmt: skip
         now = self.agent.clock.now_ms()
         if joining:
             self._joined_ms = now
+        if kept is not None:
+            self._replay(kept, now)
         self.replica.start(now)
         self.machine.start(now)
         self.drain()
@@ -293,6 +320,131 @@ class RoundsHost(ReplicaDriver):
                 return False
             return True
         return consensus_entry_validator(entry)
+
+    # -- restart from the state dir ----------------------------------------------------------
+
+    def _keep_genesis(self, genesis: Genesis) -> None:
+        """Write the genesis to the state file (before the replica persists anything)."""
+        self.agent.store.set_meta(_META_GENESIS, json.dumps({
+            "mesh": genesis.mesh, "committee": genesis.committee, "cohort": genesis.cohort,
+            "aggregators": genesis.aggregators, "model": genesis.initial_model.hex(),
+        }))  # fmt: skip
+
+    def _kept_log(self) -> tuple[Genesis, ReplicaLog] | None:
+        """The genesis this state dir kept (same mesh and initial model) and its PBFT log."""
+        raw = self.agent.store.get_meta(_META_GENESIS)
+        if raw is None:
+            return None
+        try:
+            kept = json.loads(raw)
+            genesis = Genesis(kept["mesh"], tuple(kept["committee"]), tuple(kept["cohort"]),
+                              tuple(kept["aggregators"]), bytes.fromhex(kept["model"]))  # fmt: skip
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            log.warning("ignoring the stored rounds genesis: %s", error)
+            return None
+        if genesis.mesh != self.agent.config.mesh or genesis.initial_model != self.store.put_blob(
+            self.initial_model
+        ):
+            return None
+        try:
+            replica_log = load_replica_log(
+                self._log_connection, self._log_table, genesis.genesis_id,
+                genesis.consensus_committee(),
+            )  # fmt: skip
+        except ReplicaLogError as error:
+            # Never start over on a committee member's lost votes: stay out, say why.
+            log.error("rounds stay off: %s", error)
+            self.disabled = str(error)
+            return None
+        return genesis, replica_log
+
+    def _maybe_restart(self, now: int) -> None:
+        """Resume the kept genesis once f + 1 others of the last committee are in the view.
+
+        They answer the replica's state requests (sent once at start to every member);
+        after `_RESTART_WAIT_MS` it resumes anyway and polls.
+        """
+        assert self._kept is not None
+        genesis, kept = self._kept
+        members = genesis.committee if kept.durable is None else kept.durable.members
+        others = set(members) - {self.peer_id}
+        needed = min(len(others), (len(members) - 1) // 3 + 1)
+        if self._restart_since_ms is None:
+            self._restart_since_ms = now
+        waited = now - self._restart_since_ms >= _RESTART_WAIT_MS
+        if len(others & set(self._serving())) < needed and not waited:
+            return
+        self._kept = None
+        self._start(genesis, kept=kept)
+
+    def _replay(self, kept: ReplicaLog, now: int) -> None:
+        """Feed the kept decided batches and epoch changes to the tracker and round machine.
+
+        The same calls, in the same order, as when the replica executed them; the
+        replica itself resumes after them (its `DurableState`), so no entry is
+        applied twice. Only round records come out: the replay's proposals,
+        trainings and fetches are stale and dropped.
+        """
+        tracker, machine, replica = self.epochs, self.machine, self.replica
+        assert tracker is not None and machine is not None and replica is not None
+        epoch, entries = 0, 0
+        for step in kept.steps:
+            if isinstance(step, PersistExecuted):
+                batch, certificate = step.certified.batch, step.certified.certificate
+                for entry in batch:
+                    if entry.kind != COMMITTEE_ENTRY_KIND:
+                        tracker.reconfigure(entry, epoch)  # as the replica called it
+                tracker.on_decided(step.seq, certificate.digest)
+                self._certificate = certificate
+                machine.on_decided(batch, now)
+                entries += len(batch)
+            else:
+                epoch = step.epoch
+                self._on_epoch(Event("epoch", {"epoch": step.epoch, "members": step.members,
+                                               "start_seq": step.start_seq}))  # fmt: skip
+            for item in machine.take_outbox():
+                if isinstance(item, Event):
+                    self._replayed_event(item, now)
+        if kept.gaps:
+            self._count("replay_gap")
+            log.warning("the rounds log has %d gaps (state transfer): rounds state may lag",
+                        kept.gaps)  # fmt: skip
+        elif kept.durable is not None and tracker.chain != kept.durable.chain_hash:
+            self._count("replay_chain_mismatch")
+            log.error("replayed hash chain differs from the replica's")
+        machine.resume(now)
+        current = machine.current
+        for digest in {machine.global_digest, current.base if current else b""}:
+            data = self._stored_blob(digest)
+            if data is not None:
+                machine.on_blob(self.peer_id, data, now)
+        self.restored = {
+            "at_ms": now, "records": kept.records, "batches": kept.batches, "entries": entries,
+            "gaps": kept.gaps, "seq": replica.last_executed, "epoch": tracker.committed.epoch,
+            "closed_round": machine.closed_round,
+        }  # fmt: skip
+        log.info("rounds log replayed: %d batches, %d entries, epoch %d, round %d closed",
+                 kept.batches, entries, tracker.committed.epoch, machine.closed_round)  # fmt: skip
+
+    def _replayed_event(self, item: Event, now: int) -> None:
+        """A replayed round event: rebuild the in-memory record (the table has it already)."""
+        data = dict(item.data)
+        if item.kind == "round_started":
+            number = data["round"]
+            self.records[number] = RoundRecord(number, now, data["model"].hex(),
+                                               epoch=data["epoch"])  # fmt: skip
+        elif item.kind == "round_committed":
+            self._record_committed(data, now)
+        elif item.kind == "round_aborted":
+            self._record_aborted(data, now)
+
+    def _stored_blob(self, digest: bytes) -> bytes | None:
+        if len(digest) != 32:
+            return None
+        try:
+            return self.store.get_blob(digest)
+        except ModelStoreError:
+            return None
 
     # -- membership epochs -----------------------------------------------------------------
 
@@ -332,7 +484,8 @@ class RoundsHost(ReplicaDriver):
         for peer in list(self._genesis_sent):
             if peer not in self._alive:
                 del self._genesis_sent[peer]  # bounded by the membership view
-        if replica.is_member:
+        restored = self.restored
+        if replica.is_member and (restored is None or now - restored["at_ms"] >= _RESTART_QUIET_MS):
             entry = tracker.proposal(self._alive, now)
             if entry is not None:
                 log.info("proposing epoch %d (%d members)", tracker.committed.epoch + 1,
@@ -354,8 +507,8 @@ class RoundsHost(ReplicaDriver):
 
     def _on_genesis_claim(self, sender: str, body: dict[str, Any]) -> None:
         """A running mesh's genesis: adopt it once f + 1 of its members told us the same one."""
-        if self.genesis is not None:
-            return
+        if self.genesis is not None or self._kept is not None or self.disabled is not None:
+            return  # a restarting agent resumes its own genesis (and its signed votes)
         try:
             roles = {}
             for item in body["members"]:
@@ -605,9 +758,8 @@ class RoundsHost(ReplicaDriver):
         self.machine.on_trained(number, delta, samples, self.agent.clock.now_ms())
         self.drain()
 
-    def _on_round_committed(self, data: dict[str, Any]) -> None:
+    def _record_committed(self, data: dict[str, Any], now: int) -> RoundRecord:
         number = data["round"]
-        now = self.agent.clock.now_ms()
         record = self.records.setdefault(number, RoundRecord(number, now, ""))
         record.status, record.closed_ms = "committed", now
         record.model = data["model"].hex()
@@ -615,6 +767,19 @@ class RoundsHost(ReplicaDriver):
         record.validators = list(data["validators"])
         record.contributors = len(data["contributors"])
         record.contributor_ids = [trainer for trainer, _ in data["contributors"]]
+        return record
+
+    def _record_aborted(self, data: dict[str, Any], now: int) -> RoundRecord:
+        number = data["round"]
+        record = self.records.setdefault(number, RoundRecord(number, now, ""))
+        record.status, record.closed_ms = "aborted", now
+        return record
+
+    def _on_round_committed(self, data: dict[str, Any]) -> None:
+        number = data["round"]
+        now = self.agent.clock.now_ms()
+        record = self._record_committed(data, now)
+        assert record.model is not None and record.aggregator is not None
         certificate = self._certificate
         self.store.record_round(
             number, status="committed", model=record.model, aggregator=record.aggregator,
@@ -628,8 +793,7 @@ class RoundsHost(ReplicaDriver):
     def _on_round_aborted(self, data: dict[str, Any]) -> None:
         number = data["round"]
         now = self.agent.clock.now_ms()
-        record = self.records.setdefault(number, RoundRecord(number, now, ""))
-        record.status, record.closed_ms = "aborted", now
+        self._record_aborted(data, now)
         self.store.record_round(number, status="aborted", closed_ms=now)
         log.warning("round %d aborted", number)
 
@@ -695,6 +859,8 @@ class RoundsHost(ReplicaDriver):
             "epoch": self.epochs.status() if self.epochs else None,
             "epochs": list(self.epoch_log),
             "joined_ms": self._joined_ms,
+            "restored": self.restored,
+            "disabled": self.disabled,
             "machine": machine.status() if machine else None,
             "finished": bool(machine and machine.finished),
             "rounds": [r.to_json() for r in sorted(self.records.values(), key=lambda r: r.round)],

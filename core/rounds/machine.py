@@ -249,6 +249,25 @@ class RoundsMachine(MachineBase):
             self._propose_next_start()
         self._progress()
 
+    def resume(self, now_ms: int) -> None:
+        """After a restart's replay of the decided log (its outbox already dropped).
+
+        The round still open in the replayed log is sat out for training and
+        aggregation: this agent may have offered an update or proposed a result
+        in it before the crash, and a second, different one would contradict
+        what it signed. Validating (deterministic) and the abort timer go on. The
+        next start is proposed again (the replay's proposals were dropped).
+        """
+        self.now_ms = now_ms
+        current = self.current
+        if current is not None:
+            self.train_pending = False
+            current.trained = True
+            current.proposed = True
+        self.start_proposed = 0
+        for fetch in self.fetches.values():
+            fetch.next_ms = min(fetch.next_ms, now_ms)
+
     # -- decided entries (deterministic: same prefix, same effect) ---------------------
 
     def _apply_start(self, start: RoundStart) -> None:
