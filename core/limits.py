@@ -72,3 +72,13 @@ class GossipLimits:
 
 
 DEFAULT_GOSSIP_LIMITS = GossipLimits()
+
+# Bridged devices' update offers in federated rounds (core/rounds, docs/microcontrollers.md):
+# a cohort gateway carries at most this many device offers per round (each device is one
+# vote, so this caps how many votes one gateway can add), and a device offer claims at
+# most this many samples (the gateway's per-device sample buffer).
+DEVICE_OFFERS_PER_GATEWAY_MAX = 16
+DEVICE_SAMPLES_MAX = 256
+# Contributors an aggregator lists in one round_result once device offers are among them
+# (a device offer is ~211 bytes of CBOR; 192 keep the entry under the host's 48 KB frame).
+RESULT_CONTRIBUTORS_MAX = 192

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agentmesh.core.limits import DEVICE_OFFERS_PER_GATEWAY_MAX, DEVICE_SAMPLES_MAX
+
 from .compute import RuleConfig
 
 
@@ -24,6 +26,8 @@ class RoundsConfig:
     models_kept_max: int = 4  # global models held in memory to serve fetches
     unclaimed_blobs_max: int = 64  # blobs that arrived before their offer
     fetches_max: int = 512
+    device_offers_per_gateway_max: int = DEVICE_OFFERS_PER_GATEWAY_MAX  # per round
+    device_samples_max: int = DEVICE_SAMPLES_MAX  # samples one device offer may claim
 
     def __post_init__(self) -> None:
         if self.params < 1 or self.rounds_total < 1 or self.aggregators_per_round < 1:

@@ -12,7 +12,10 @@ signature can never be replayed into another mesh or another run.
 
 An update offer `{round, digest, samples, sig}` is signed by its trainer and
 copied verbatim into `round_result.contributors`, so an aggregator cannot
-invent or alter anyone's update.
+invent or alter anyone's update. A bridged device's offer also names `via`, the
+cohort gateway that carries it (wire `[trainer, digest, samples, sig, via]`);
+its signature (device key, another domain) covers `via` too. Offers without
+`via` keep their 4-item form and signed bytes.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ ROUND_MAX = 2**32 - 1
 SAMPLES_MAX = 2**31 - 1
 
 _DOMAIN_UPDATE = b"agentmesh/round-update/1\x00"
+_DOMAIN_DEVICE_UPDATE = b"agentmesh/round-device-update/1\x00"
 _DOMAIN_RESULT = b"agentmesh/round-result/1\x00"
 _DOMAIN_VOTE = b"agentmesh/round-vote/1\x00"
 
@@ -59,27 +63,39 @@ class UpdateOffer:
     digest: bytes
     samples: int
     signature: bytes
+    via: str | None = None  # a bridged device's offer: the cohort gateway that carries it
+
+    @property
+    def carrier(self) -> str:
+        """The peer that sends this offer and serves its blob."""
+        return self.trainer if self.via is None else self.via
 
     def payload(self, genesis_id: bytes) -> bytes:
-        return update_payload(genesis_id, self.round, self.trainer, self.digest, self.samples)
+        return update_payload(
+            genesis_id, self.round, self.trainer, self.digest, self.samples, self.via
+        )
 
     def verify(self, genesis_id: bytes, verify: VerifyFn) -> bool:
         return verify(self.trainer, self.payload(genesis_id), self.signature)
 
     def to_wire(self) -> list[Any]:
-        return [self.trainer, self.digest, self.samples, self.signature]
+        if self.via is None:
+            return [self.trainer, self.digest, self.samples, self.signature]
+        return [self.trainer, self.digest, self.samples, self.signature, self.via]
 
 
 def update_payload(
-    genesis_id: bytes, round_number: int, trainer: str, digest: bytes, samples: int
+    genesis_id: bytes,
+    round_number: int,
+    trainer: str,
+    digest: bytes,
+    samples: int,
+    via: str | None = None,
 ) -> bytes:
-    return (
-        _DOMAIN_UPDATE
-        + genesis_id
-        + struct.pack(">QI", round_number, samples)
-        + digest
-        + trainer.encode()
-    )
+    fixed = genesis_id + struct.pack(">QI", round_number, samples) + digest
+    if via is None:
+        return _DOMAIN_UPDATE + fixed + trainer.encode()
+    return _DOMAIN_DEVICE_UPDATE + fixed + via.encode() + b"\x00" + trainer.encode()
 
 
 def sign_offer(
@@ -87,6 +103,14 @@ def sign_offer(
 ) -> UpdateOffer:
     payload = update_payload(genesis_id, round_number, signer.peer_id, digest, samples)
     return UpdateOffer(round_number, signer.peer_id, digest, samples, signer.sign(payload))
+
+
+def sign_device_offer(
+    device: Signer, genesis_id: bytes, round_number: int, digest: bytes, samples: int, via: str
+) -> UpdateOffer:
+    """A bridged device's offer, signed with its derived identity and carried by `via`."""
+    payload = update_payload(genesis_id, round_number, device.peer_id, digest, samples, via)
+    return UpdateOffer(round_number, device.peer_id, digest, samples, device.sign(payload), via)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +165,8 @@ def result_payload(
     for offer in contributors:
         hasher.update(offer.trainer.encode() + b"\x00" + offer.digest)
         hasher.update(struct.pack(">I", offer.samples) + offer.signature)
+        if offer.via is not None:  # plain offers hash as before (same result digests)
+            hasher.update(b"\x01" + offer.via.encode() + b"\x00")
     return hasher.digest()
 
 
@@ -264,9 +290,10 @@ def _round(value: Any) -> int:
 
 
 def _offer(value: Any, round_number: int) -> UpdateOffer:
-    items = _items(value, 4)
-    if len(items) != 4:
-        raise EntryError("an offer is [trainer, digest, samples, sig]")
-    trainer, digest, samples, signature = items
+    items = _items(value, 5)
+    if len(items) not in (4, 5):
+        raise EntryError("an offer is [trainer, digest, samples, sig] or [..., via]")
+    trainer, digest, samples, signature = items[:4]
+    via = _peer(items[4]) if len(items) == 5 else None
     return UpdateOffer(round_number, _peer(trainer), _digest(digest),
-                       _uint(samples, SAMPLES_MAX), _signature(signature))  # fmt: skip
+                       _uint(samples, SAMPLES_MAX), _signature(signature), via)  # fmt: skip

@@ -13,6 +13,13 @@ Outputs: `Send(peer, UpdateOffer | FetchRequest)`, `Event("send_blob", to, data)
 `Event("propose", entry)`, `Event("train", round, model, deadline_ms)`,
 `Event("round_started" | "round_committed" | "round_aborted" | "model" |
 "finished" | "evidence", ...)`.
+
+Bridged devices (docs/microcontrollers.md): a cohort gateway may carry up to
+`device_offers_per_gateway_max` offers per round signed by its devices' derived
+identities (`UpdateOffer.via` = the gateway). Each is a separate contribution, so
+the aggregation rule weighs each device as one vote; their blobs come from the
+gateway. Only cohort members' own offers count toward `contributors_min` and the
+early close, so devices never stand in for missing members.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 from agentmesh.core.consensus import Entry
 from agentmesh.core.consensus.messages import VerifyFn
+from agentmesh.core.limits import RESULT_CONTRIBUTORS_MAX
 from agentmesh.core.node import InvariantViolation, MachineBase, Signer
 
 from .compute import ComputeError, aggregate_model, vector
@@ -40,6 +48,7 @@ from .entries import (
     UpdateOffer,
     decode_entry,
     sha256,
+    sign_device_offer,
     sign_offer,
     sign_result,
     sign_vote,
@@ -204,11 +213,36 @@ class RoundsMachine(MachineBase):
         offer = sign_offer(self.signer, self.genesis_id, round_number, digest, samples)
         current.offers[self.node_id] = offer
         current.updates[digest] = delta
+        self._publish_offer(current, offer, delta)
+        self._progress()
+
+    def on_device_trained(
+        self, round_number: int, device: Signer, delta: bytes, samples: int, now_ms: int
+    ) -> None:
+        """A bridged device's update, trained here from its samples: offer it, carried by us."""
+        self.now_ms = now_ms
+        current = self.current
+        if current is None or current.number != round_number or device.peer_id in current.offers:
+            self.count("late_device_training_dropped")
+            return
+        samples = max(1, min(samples, self.config.device_samples_max))
+        offer = sign_device_offer(device, self.genesis_id, round_number, sha256(delta), samples,
+                                  self.node_id)  # fmt: skip
+        reason = self._device_offer_refusal(offer, current.cohort, current.offers)
+        if reason is not None:
+            self.count(f"device_offer_not_sent_{reason}")
+            return
+        current.offers[offer.trainer] = offer
+        current.updates[offer.digest] = delta
+        self.count("device_offers_sent")
+        self._publish_offer(current, offer, delta)
+        self._progress()
+
+    def _publish_offer(self, current: _Round, offer: UpdateOffer, delta: bytes) -> None:
         targets = set(current.aggregators) | current.committee
         for peer in sorted(targets - {self.node_id}):
             self.emit("send_blob", to=peer, data=delta)
             self.send(peer, offer)
-        self._progress()
 
     def tick(self, now_ms: int) -> None:
         self.now_ms = now_ms
@@ -240,7 +274,7 @@ class RoundsMachine(MachineBase):
         self.committee = frozenset(roles.committee)
         self.vote_quorum = (len(roles.committee) - 1) // 3 + 1
         self.epoch_aggregators = roles.aggregators
-        self.early = {t: o for t, o in self.early.items() if t in self.cohort}
+        self.early = {t: o for t, o in self.early.items() if o.carrier in self.cohort}
         self.count("epochs")
         self.emit("epoch", epoch=roles.epoch, committee=roles.committee, cohort=roles.cohort,
                   aggregators=roles.aggregators)  # fmt: skip
@@ -285,7 +319,14 @@ class RoundsMachine(MachineBase):
         self.current = current
         early, self.early = self.early, {}
         for offer in early.values():
-            if offer.round == start.round and offer.trainer in current.cohort:
+            if offer.round != start.round:
+                continue
+            if offer.via is None and offer.trainer in current.cohort:
+                self._store_offer(current, offer)
+            elif (
+                offer.via is not None
+                and self._device_offer_refusal(offer, current.cohort, current.offers) is None
+            ):
                 self._store_offer(current, offer)
         self.count("rounds_started")
         self.emit("round_started", round=start.round, model=start.model, aggregators=order,
@@ -349,13 +390,15 @@ class RoundsMachine(MachineBase):
 
     def _valid_result(self, current: _Round, result: RoundResult) -> bool:
         trainers = [offer.trainer for offer in result.contributors]
+        members = [o for o in result.contributors if o.via is None]
         return (
             result.aggregator in current.aggregators
             and result.rule == self.config.rule.name
-            and len(trainers) >= self._contributors_min(current)
+            and len(members) >= self._contributors_min(current)
             and trainers == sorted(set(trainers))
-            and all(t in current.cohort for t in trainers)
-            and all(1 <= o.samples <= self.config.samples_max for o in result.contributors)
+            and all(o.trainer in current.cohort for o in members)
+            and all(1 <= o.samples <= self.config.samples_max for o in members)
+            and self._devices_admissible(current.cohort, result.contributors)
             and self.verify(result.aggregator, result.payload(self.genesis_id), result.signature)
             and all(o.verify(self.genesis_id, self.verify) for o in result.contributors)
         )
@@ -438,22 +481,55 @@ class RoundsMachine(MachineBase):
         self.start_proposed = start.round
         self.emit("propose", entry=start.entry())
 
+    # -- bridged devices' offers (deterministic: used for results too) ---------------------
+
+    def _device_offer_refusal(
+        self, offer: UpdateOffer, cohort: frozenset[str], held: dict[str, UpdateOffer]
+    ) -> str | None:
+        """Why a device offer may not join `held` (None: it may), without its signature."""
+        if offer.via not in cohort:
+            return "not_via_cohort"
+        if offer.trainer in cohort:
+            return "trainer_is_member"
+        if not 1 <= offer.samples <= self.config.device_samples_max:
+            return "samples"
+        carried = sum(1 for o in held.values() if o.via == offer.via and o.trainer != offer.trainer)
+        if carried >= self.config.device_offers_per_gateway_max:
+            return "over_cap"
+        return None
+
+    def _devices_admissible(
+        self, cohort: frozenset[str], contributors: tuple[UpdateOffer, ...]
+    ) -> bool:
+        """Every device contributor is carried by a cohort member, within the caps."""
+        held: dict[str, UpdateOffer] = {}
+        for offer in contributors:
+            if offer.via is None:
+                continue
+            if self._device_offer_refusal(offer, cohort, held) is not None:
+                return False
+            held[offer.trainer] = offer
+        return True
+
     # -- messages and blobs -------------------------------------------------------------
 
     def _on_offer(self, offer: UpdateOffer, sender: str) -> None:
-        if not 1 <= offer.samples <= self.config.samples_max:
-            self.count("dropped_offer_samples")
-            return
         current = self.current
         if current is not None and offer.round == current.number:
             target: _Round | None = current
-            cohort = current.cohort
+            cohort, held = current.cohort, current.offers
         elif current is None and offer.round == self.closed_round + 1:
-            target, cohort = None, self.cohort
+            target, cohort, held = None, self.cohort, self.early
         else:
             self.count("dropped_offer_other_round")
             return
-        if offer.trainer != sender or offer.trainer not in cohort:
+        if offer.via is not None:
+            if not self._device_offer_acceptable(offer, sender, cohort, held):
+                return
+        elif not 1 <= offer.samples <= self.config.samples_max:
+            self.count("dropped_offer_samples")
+            return
+        elif offer.trainer != sender or offer.trainer not in cohort:
             self.count("dropped_offer_not_trainer")
             return
         if not offer.verify(self.genesis_id, self.verify):
@@ -461,9 +537,21 @@ class RoundsMachine(MachineBase):
             self.emit("evidence", reason="bad_offer_signature", sender=sender)
             return
         if target is None:
-            self.early[offer.trainer] = offer  # bounded: one per cohort member
+            self.early[offer.trainer] = offer  # bounded: cohort members and capped devices
             return
         self._store_offer(target, offer)
+
+    def _device_offer_acceptable(
+        self, offer: UpdateOffer, sender: str, cohort: frozenset[str], held: dict[str, UpdateOffer]
+    ) -> bool:
+        if offer.via != sender:
+            self.count("dropped_device_offer_wrong_carrier")
+            return False
+        reason = self._device_offer_refusal(offer, cohort, held)
+        if reason is not None:
+            self.count(f"dropped_device_offer_{reason}")
+            return False
+        return True
 
     def _store_offer(self, current: _Round, offer: UpdateOffer) -> None:
         known = current.offers.get(offer.trainer)
@@ -477,7 +565,7 @@ class RoundsMachine(MachineBase):
         if data is not None:
             self._accept_update_blob(offer.digest, data)
         elif self._needs_updates(current):
-            self._fetch(offer.digest, (offer.trainer,), delay=True)
+            self._fetch(offer.digest, (offer.carrier,), delay=True)
 
     def _needs_updates(self, current: _Round) -> bool:
         return self.node_id in current.committee or self.node_id in current.aggregators
@@ -583,11 +671,17 @@ class RoundsMachine(MachineBase):
         if position is None or current.proposed or current.base not in self.models:
             return
         usable = self._usable_offers(current)
-        everyone = len(usable) == len(current.cohort)
+        members = [o for o in usable if o.via is None]
+        devices_max = max(0, RESULT_CONTRIBUTORS_MAX - len(members))
+        devices = [o for o in usable if o.via is not None][:devices_max]
+        usable = sorted([*members, *devices], key=lambda o: o.trainer)
+        pending = any(o.digest not in current.updates and o.trainer not in current.rejected
+                      for o in current.offers.values())  # fmt: skip
+        everyone = len(members) == len(current.cohort) and not pending
         due = current.close_ms + position * self.config.takeover_ms
         if not ((position == 0 and everyone) or self.now_ms >= due):
             return
-        if len(usable) < self._contributors_min(current):
+        if len(members) < self._contributors_min(current):
             return  # nothing to aggregate yet: the abort timer ends the round if none come
         current.proposed = True
         inputs = [(current.updates[o.digest], o.samples) for o in usable]
@@ -615,7 +709,7 @@ class RoundsMachine(MachineBase):
             missing = [o for o in result.contributors if o.digest not in current.updates]
             if missing:
                 for offer in missing:
-                    holders = (result.aggregator, offer.trainer)
+                    holders = (result.aggregator, offer.carrier)
                     self._fetch(offer.digest, tuple(p for p in holders if p != self.node_id),
                                 delay=False)  # fmt: skip
                 continue
@@ -662,12 +756,15 @@ class RoundsMachine(MachineBase):
             problems.append("unclaimed blobs above the bound")
         if len(self.fetches) > config.fetches_max:
             problems.append("fetches above the bound")
-        if len(self.early) > len(self.cohort):
-            problems.append("early offers above the cohort")
+        offers_max = len(self.cohort) * (1 + config.device_offers_per_gateway_max)
+        if len(self.early) > offers_max:
+            problems.append("early offers above the cohort and its devices")
         current = self.current
         if current is not None:
-            if len(current.offers) > len(current.cohort):
-                problems.append("more offers than trainers")
+            if len(current.offers) > len(current.cohort) * (
+                1 + config.device_offers_per_gateway_max
+            ):
+                problems.append("more offers than trainers and their devices")
             if current.number != self.closed_round + 1:
                 problems.append("open round is not the next one")
         if self.closed_round > config.rounds_total:

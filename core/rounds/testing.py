@@ -102,6 +102,8 @@ class RoundsNet:
         self.down: set[str] = set()
         self.filter: Filter | None = None
         self.tamper: set[str] = set()  # aggregators that lie about their result
+        # gateway -> {device: its delta for a round}: offered when the gateway's training ends
+        self.devices: dict[str, dict[str, Callable[[int], bytes]]] = {}
         self.nodes: dict[str, Node] = {}
         self.seed = seed
         self.epochs = epochs
@@ -247,8 +249,13 @@ class RoundsNet:
         self.trainings = [t for t in self.trainings if t[0] > self.now_ms]
         for _, peer, round_number in due:
             if peer not in self.down:
+                rounds = self.nodes[peer].rounds
+                for device, device_delta in sorted(self.devices.get(peer, {}).items()):
+                    signer = self.keyring.signer(device)
+                    update = device_delta(round_number)
+                    rounds.on_device_trained(round_number, signer, update, 20, self.now_ms)
                 delta = fake_delta(peer, round_number, self.config.params)
-                self.nodes[peer].rounds.on_trained(round_number, delta, 10, self.now_ms)
+                rounds.on_trained(round_number, delta, 10, self.now_ms)
                 self._drain(peer)
         for peer, node in self.nodes.items():
             if peer in self.down:
