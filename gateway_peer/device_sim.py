@@ -72,6 +72,10 @@ class SimulatedDevice:
         data = np.ascontiguousarray(values, dtype="<f4").tobytes()
         return self.message(protocol.READING, {"s": sensor, "t": device_time_us, "v": data})
 
+    def sample(self, features: np.ndarray, label: int) -> bytes:
+        data = np.ascontiguousarray(features, dtype="<f4").tobytes()
+        return self.message(protocol.SAMPLE, {"x": data, "y": label})
+
     def open_downlink(self, datagram: bytes) -> protocol.Frame | None:
         """A verified, fresh downlink frame, or None (and a counted reason)."""
         try:
@@ -136,3 +140,10 @@ class SimulatedDevice:
                 loaded = True
         ack = {"m": model_id, "h": bytes(bitmap), "ok": loaded}
         return self.message(protocol.CHUNK_ACK, ack)
+
+
+def samples_file_bytes(features: np.ndarray, labels: np.ndarray) -> bytes:
+    """The firmware's `samples_file`: per sample, float32 LE features then one label byte."""
+    rows = np.ascontiguousarray(features, dtype="<f4").reshape(len(labels), -1)
+    marks = np.asarray(labels, dtype=np.uint8).reshape(-1, 1)
+    return b"".join(row.tobytes() + mark.tobytes() for row, mark in zip(rows, marks, strict=True))

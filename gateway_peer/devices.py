@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from agentmesh.core.identity import Identity
-from agentmesh.gateway_peer.messages import Heartbeat, Hello, Reading
+from agentmesh.gateway_peer.messages import Heartbeat, Hello, Reading, Sample
 from agentmesh.gateway_peer.replay import ReplayWindow
 from agentmesh.gateway_peer.transfer import ModelTransfer
 
@@ -78,6 +79,7 @@ class DeviceState:
     infer_pending: dict[int, PendingInference] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     signer: Identity | None = None
+    samples: deque[Sample] = field(default_factory=deque)  # newest, bounded by the machine
 
     @property
     def device_id(self) -> str:
@@ -106,6 +108,7 @@ class DeviceState:
             "uptime_ms": beat.uptime_ms if beat else None,
             "mem_free_bytes": beat.mem_free_bytes if beat else None,
             "sensors_seen": sorted(self.readings),
+            "samples": len(self.samples),
             "stats": dict(self.stats),
         }
 

@@ -34,6 +34,8 @@ class GatewayLimits:
     events_max: int = 10_000  # undrained events for the host; beyond, dropped + counted
     outbox_max: int = 10_000
     counter_flush_ms: int = 1_000  # how stale the persisted replay counters may be
+    samples_per_device_max: int = 256  # labelled samples kept per device (newest), for rounds
+    sample_label_max: int = 255
 
 
 DEFAULT_GATEWAY_LIMITS = GatewayLimits()

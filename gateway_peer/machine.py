@@ -173,6 +173,8 @@ class GatewayMachine(MachineBase):  # type: ignore[misc,unused-ignore]
             self._on_infer_result(device, messages.parse_infer_result(frame.body, self.limits))
         elif kind == protocol.CHUNK_ACK:
             self._on_chunk_ack(device, messages.parse_chunk_ack(frame.body, self.limits), now_ms)
+        elif kind == protocol.SAMPLE:
+            self._on_sample(device, messages.parse_sample(frame.body, self.limits))
 
     def _on_hello(self, device: DeviceState, hello: messages.Hello, frame: protocol.Frame) -> None:
         if device.hello != hello:
@@ -194,6 +196,14 @@ class GatewayMachine(MachineBase):  # type: ignore[misc,unused-ignore]
             device_time_us=reading.device_time_us,
             values=reading.values,
         )
+
+    def _on_sample(self, device: DeviceState, sample: messages.Sample) -> None:
+        """Kept for the gateway-side trainer; the oldest goes when the buffer is full."""
+        device.samples.append(sample)
+        while len(device.samples) > self.limits.samples_per_device_max:
+            device.samples.popleft()
+            self.count("samples_evicted")
+        self.count("samples")
 
     def _on_infer_result(self, device: DeviceState, result: messages.InferResult) -> None:
         pending = device.infer_pending.pop(result.request_id, None)
@@ -397,6 +407,16 @@ class GatewayMachine(MachineBase):  # type: ignore[misc,unused-ignore]
             )
         return adverts
 
+    def sample_sets(self, now_ms: int, samples_min: int) -> list[tuple[str, list[messages.Sample]]]:
+        """(device id, its buffered samples) of alive devices with at least `samples_min`."""
+        limits = self.limits
+        found = []
+        for device in sorted(self._devices.values(), key=_by_id):
+            state = device.state_at(now_ms, limits.suspect_after_ms, limits.dead_after_ms)
+            if state == ALIVE and len(device.samples) >= samples_min:
+                found.append((device.device_id, list(device.samples)))
+        return found
+
     def take_counter_updates(self) -> dict[str, int]:
         """Replay counters changed since the last call, for the host to persist."""
         updates, self._dirty_counters = self._dirty_counters, {}
@@ -407,6 +427,7 @@ class GatewayMachine(MachineBase):  # type: ignore[misc,unused-ignore]
         for device in self._devices.values():
             assert len(device.infer_pending) <= self.limits.infer_pending_per_device_max
             assert len(device.readings) <= self.limits.sensors_max
+            assert len(device.samples) <= self.limits.samples_per_device_max
 
 
 def _by_id(device: DeviceState) -> str:

@@ -52,6 +52,14 @@ class Reading:
 
 
 @dataclass(frozen=True, slots=True)
+class Sample:
+    """A labelled sample (features, class) for the gateway-side trainer."""
+
+    features: np.ndarray
+    label: int
+
+
+@dataclass(frozen=True, slots=True)
 class InferResult:
     model_id: int
     request_id: int
@@ -132,6 +140,14 @@ def parse_reading(body: dict[str, Any], limits: GatewayLimits) -> Reading:
         device_time_us=_uint(body, "t", 2**63 - 1),
         values=floats(body["v"], limits, "reading values"),
     )
+
+
+def parse_sample(body: dict[str, Any], limits: GatewayLimits) -> Sample:
+    _keys(body, {"x", "y"})
+    features = floats(body["x"], limits, "sample features")
+    if features.size == 0 or not np.all(np.isfinite(features)):
+        raise _bad("sample features must be finite and not empty")
+    return Sample(features, _uint(body, "y", limits.sample_label_max))
 
 
 def parse_infer_result(body: dict[str, Any], limits: GatewayLimits) -> InferResult:

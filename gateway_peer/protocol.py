@@ -40,12 +40,13 @@ HEARTBEAT: Final = 2
 READING: Final = 3
 INFER_RESULT: Final = 4
 CHUNK_ACK: Final = 5
+SAMPLE: Final = 6  # a labelled sample for the gateway-side trainer (federated rounds)
 # downlink
 WELCOME: Final = 16
 MODEL_CHUNK: Final = 17
 INFER_REQUEST: Final = 18
 
-UPLINK_TYPES: Final = frozenset({HELLO, HEARTBEAT, READING, INFER_RESULT, CHUNK_ACK})
+UPLINK_TYPES: Final = frozenset({HELLO, HEARTBEAT, READING, INFER_RESULT, CHUNK_ACK, SAMPLE})
 DOWNLINK_TYPES: Final = frozenset({WELCOME, MODEL_CHUNK, INFER_REQUEST})
 TYPE_NAMES: Final = {
     HELLO: "hello",
@@ -53,6 +54,7 @@ TYPE_NAMES: Final = {
     READING: "reading",
     INFER_RESULT: "infer_result",
     CHUNK_ACK: "chunk_ack",
+    SAMPLE: "sample",
     WELCOME: "welcome",
     MODEL_CHUNK: "model_chunk",
     INFER_REQUEST: "infer_request",

@@ -27,6 +27,7 @@ from agentmesh.edge.waiting import wait_event
 from agentmesh.gateway_peer.devices import BridgedAdvert
 from agentmesh.gateway_peer.limits import DEFAULT_GATEWAY_LIMITS, GatewayLimits
 from agentmesh.gateway_peer.machine import GatewayMachine
+from agentmesh.gateway_peer.messages import Sample
 from agentmesh.gateway_peer.model import MlpModel
 from agentmesh.gateway_peer.registry import DeviceRegistry
 from agentmesh.gateway_peer.serial_link import ADDRESS_PREFIX, SerialLink
@@ -195,6 +196,11 @@ class GatewayServer:
     def bridged_adverts(self) -> list[BridgedAdvert]:
         adverts: list[BridgedAdvert] = self.machine.bridged_adverts(monotonic_ms())
         return adverts
+
+    def sample_sets(self, samples_min: int) -> list[tuple[str, list[Sample]]]:
+        """Buffered labelled samples of alive devices with at least `samples_min` of them."""
+        sets: list[tuple[str, list[Sample]]] = self.machine.sample_sets(monotonic_ms(), samples_min)
+        return sets
 
     def signer_for(self, device_id: str) -> Identity:
         signer: Identity = self.machine.signer_for(device_id)
