@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from agentmesh.core.membership.table import LIVE_STATES
 from agentmesh.core.node import Event
 from agentmesh.core.wire import Envelope
+from agentmesh.edge.device_rounds import DeviceRounds
 from agentmesh.gateway_peer.bridged import (
     BRIDGED_TYPE,
     BRIDGED_TYPES,
@@ -127,6 +128,7 @@ class BridgeHost:
             agent.identity.peer_id, self._is_live_member, self._is_member, limits
         )
         self.server: GatewayServer | None = None
+        self.device_rounds: DeviceRounds | None = None
         self.mcu_address: tuple[str, int] | None = None
         self.counters: dict[str, int] = {}
         self._cache = AdvertCache(limits.devices_per_gateway_max)
@@ -156,6 +158,8 @@ class BridgeHost:
             except RegistryError as error:
                 raise AgentError(f"gateway device registry: {error}") from None
             self.mcu_address = await self.server.start()
+            if self.agent.rounds is not None:  # devices' samples become their round updates
+                self.device_rounds = DeviceRounds(self.agent.rounds, self.server)
             log.info("gateway: microcontrollers on udp %s:%d", *self.mcu_address)
             for path in self.serial_paths:
                 log.info("gateway: microcontrollers on serial %s", path)
@@ -282,6 +286,8 @@ class BridgeHost:
                 "counters": self.server.counters(),
                 "mcu_serial": self.server.serial_status(),
             }
+            if self.device_rounds is not None:
+                status["gateway"]["device_rounds"] = self.device_rounds.status()
         return status
 
 
