@@ -20,6 +20,9 @@ from agentmesh.core.wire import cbor
 # Records a crash may lose (the replica fetches those batches again): they ride
 # along with the next write instead of forcing one before a send.
 _DEFERRABLE = (PersistExecuted, PersistStable)
+# ...but at most this many: an observer emits nothing else, and its executed batches
+# would otherwise wait in memory (unbounded) and all be lost in a crash.
+UNWRITTEN_RECORDS_MAX = 64
 _DRAIN_PASSES_MAX = 256
 
 log = logging.getLogger("agentmesh.consensus")
@@ -65,8 +68,10 @@ class ReplicaDriver:
         if item.kind == "persist":
             records = item.data["records"]
             self._unwritten.extend(records)
-            self._must_write = self._must_write or not all(
-                isinstance(r, _DEFERRABLE) for r in records
+            self._must_write = (
+                self._must_write
+                or len(self._unwritten) >= UNWRITTEN_RECORDS_MAX
+                or not all(isinstance(r, _DEFERRABLE) for r in records)
             )
         elif item.kind == "decided":
             self._on_decided(item)

@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from agentmesh.core.consensus import ConsensusConfig, Entry, Replica
-from agentmesh.core.consensus.committee import COMMITTEE_ENTRY_KIND
-from agentmesh.core.consensus.durable import PersistExecuted
+from agentmesh.core.consensus.durable import PersistEpoch
 from agentmesh.core.consensus.messages import CertifiedBatch, CommitCertificate, StateReply
 from agentmesh.core.entry_fields import EntryError
 from agentmesh.core.identity import verify_from_peer_id
@@ -70,11 +69,12 @@ from agentmesh.core.rounds.epochs import (
     make_view,
 )
 from agentmesh.core.rounds.pbft_wire import PbftWireError, from_wire, to_wire
+from agentmesh.core.rounds.replay import replay_decided
 from agentmesh.core.rounds.task import digits_split, flat_bytes, unflatten
 from agentmesh.core.wire import DEFAULT_REGISTRY, Envelope, Field, MessageType, cbor
 from agentmesh.edge.model_store import ModelStore, ModelStoreError
 from agentmesh.edge.replica_driver import ReplicaDriver
-from agentmesh.edge.replica_log import ReplicaLog, ReplicaLogError, load_replica_log
+from agentmesh.edge.replica_log import KeptLog, ReplicaLogError, load_replica_log
 from agentmesh.edge.trainer import make_trainer
 from agentmesh.tools.data import load_digits
 
@@ -259,9 +259,7 @@ class RoundsHost(ReplicaDriver):
         )
         self._start(genesis)
 
-    def _start(
-        self, genesis: Genesis, joining: bool = False, kept: ReplicaLog | None = None
-    ) -> None:
+    def _start(self, genesis: Genesis, joining: bool = False, kept: KeptLog | None = None) -> None:
         """Run the replica (member or observer) and the round machine of `genesis`.
 
         With `kept` (a restart) the replica resumes from the persisted records and
@@ -330,7 +328,7 @@ class RoundsHost(ReplicaDriver):
             "aggregators": genesis.aggregators, "model": genesis.initial_model.hex(),
         }))  # fmt: skip
 
-    def _kept_log(self) -> tuple[Genesis, ReplicaLog] | None:
+    def _kept_log(self) -> tuple[Genesis, KeptLog] | None:
         """The genesis this state dir kept (same mesh and initial model) and its PBFT log."""
         raw = self.agent.store.get_meta(_META_GENESIS)
         if raw is None:
@@ -377,7 +375,7 @@ class RoundsHost(ReplicaDriver):
         self._kept = None
         self._start(genesis, kept=kept)
 
-    def _replay(self, kept: ReplicaLog, now: int) -> None:
+    def _replay(self, kept: KeptLog, now: int) -> None:
         """Feed the kept decided batches and epoch changes to the tracker and round machine.
 
         The same calls, in the same order, as when the replica executed them; the
@@ -387,24 +385,16 @@ class RoundsHost(ReplicaDriver):
         """
         tracker, machine, replica = self.epochs, self.machine, self.replica
         assert tracker is not None and machine is not None and replica is not None
-        epoch, entries = 0, 0
-        for step in kept.steps:
-            if isinstance(step, PersistExecuted):
-                batch, certificate = step.certified.batch, step.certified.certificate
-                for entry in batch:
-                    if entry.kind != COMMITTEE_ENTRY_KIND:
-                        tracker.reconfigure(entry, epoch)  # as the replica called it
-                tracker.on_decided(step.seq, certificate.digest)
-                self._certificate = certificate
-                machine.on_decided(batch, now)
-                entries += len(batch)
-            else:
-                epoch = step.epoch
-                self._on_epoch(Event("epoch", {"epoch": step.epoch, "members": step.members,
-                                               "start_seq": step.start_seq}))  # fmt: skip
-            for item in machine.take_outbox():
-                if isinstance(item, Event):
-                    self._replayed_event(item, now)
+
+        def on_epoch(step: PersistEpoch) -> None:
+            self._on_epoch(Event("epoch", {"epoch": step.epoch, "members": step.members,
+                                           "start_seq": step.start_seq}))  # fmt: skip
+
+        def on_output(item: Send | Event) -> None:
+            if isinstance(item, Event):
+                self._replayed_event(item, now)
+
+        entries = replay_decided(kept.steps, tracker, machine, now, on_epoch, on_output)
         if kept.gaps:
             self._count("replay_gap")
             log.warning("the rounds log has %d gaps (state transfer): rounds state may lag",
