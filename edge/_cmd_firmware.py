@@ -30,6 +30,7 @@ FIRMWARE_FILES = (
     "amesh_mlp.py",
     "amesh_wire.py",
     "amesh_serial.py",
+    "amesh_samples.py",
 )
 
 

@@ -24,8 +24,9 @@ def log(*parts):
 
 
 class Agent:
-    def __init__(self, cfg, link, slot, sock):
+    def __init__(self, cfg, link, slot, sock, samples=None):
         self.cfg = cfg
+        self.samples = samples  # amesh_samples, when the config names a samples_file
         self.link = link
         self.slot = slot
         self.sock = sock
@@ -154,33 +155,6 @@ class Agent:
                 t_us = time.ticks_us() & 0x3FFFFFFF
                 self.send(wire.READING, {"s": name, "t": t_us, "v": bytes(value)})
 
-    async def sample_loop(self, path):
-        # Labelled samples for the gateway-side trainer (federated rounds). Records of
-        # `sample_floats` float32 (little-endian) features and one label byte, sent once
-        # each; on a board the file is where labelled readings are logged. One record
-        # buffer for the whole run: no allocation per sample beyond the datagram.
-        floats = self.cfg.get("sample_floats", 64)
-        every_ms = self.cfg.get("sample_ms", 100)
-        record = bytearray(floats * 4 + 1)
-        view = memoryview(record)
-        sent = 0
-        try:
-            f = open(path, "rb")
-        except OSError:
-            log("no samples file", path)
-            return
-        with f:
-            while True:
-                await asyncio.sleep_ms(every_ms)
-                if not self.welcomed:
-                    continue
-                if f.readinto(record) != len(record):
-                    break
-                self.send(wire.SAMPLE, {"x": bytes(view[: floats * 4]), "y": record[floats * 4]})
-                sent += 1
-        self.stats["samples"] = sent
-        log("samples sent", sent)
-
     async def run(self, run_ms):
         tasks = [
             asyncio.create_task(self.receive_loop()),
@@ -188,8 +162,10 @@ class Agent:
             asyncio.create_task(self.heartbeat_loop()),
             asyncio.create_task(self.reading_loop()),
         ]
-        if self.cfg.get("samples_file"):
-            tasks.append(asyncio.create_task(self.sample_loop(self.cfg["samples_file"])))
+        if self.samples:
+            tasks.append(
+                asyncio.create_task(self.samples.send_loop(self, self.cfg["samples_file"]))
+            )
         if run_ms:
             await asyncio.sleep_ms(run_ms)
             for task in tasks:
@@ -219,6 +195,12 @@ def start(cfg, config_path):
 
         gc.collect()
         sock = amesh_serial.open_serial(cfg, wire.DATAGRAM_MAX)
+    samples = None
+    if cfg.get("samples_file"):
+        import amesh_samples as samples  # before the blocks too: compiling needs heap
+
+        gc.collect()
+        cfg["samples_file"] = board.join_path(config_path, cfg["samples_file"])
     # Heap kept free for datagrams, decoding and inference.
     reserve = cfg.get("heap_reserve_bytes", 14336)
     slot = ModelSlot(allocate_blocks(cfg.get("params_max", 10000), reserve))
@@ -229,10 +211,8 @@ def start(cfg, config_path):
         cfg.get("counter_step", 100),
     )
     link = wire.Link(cfg["device_id"], key, board.random_bytes(8), counters)
-    if cfg.get("samples_file"):
-        cfg["samples_file"] = board.join_path(config_path, cfg["samples_file"])
     if sock is None:
         sock = open_socket(cfg["gateway"])
-    agent = Agent(cfg, link, slot, sock)
+    agent = Agent(cfg, link, slot, sock, samples)
     log("device", cfg["device_id"], "params_max", slot.params_max, "free", board.mem_free())
     asyncio.run(agent.run(cfg.get("run_ms", 0)))
