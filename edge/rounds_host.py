@@ -15,6 +15,9 @@ machine. Rules of this host:
   host's reasoning: losing them only means fetching those batches again);
 - the committee that certified a batch pushes it with its commit certificate to
   every other member and alive peer, whose observer replica verifies it;
+- the genesis is kept in the state file; a restarted agent rebuilds its replica
+  from the persisted records and its epochs and rounds by replaying the decided
+  batches among them (core/rounds/replay.py), then catches up from its peers;
 - training and evaluation run on one worker thread, so the loop stays
   responsive and the LiteRT interpreter is never used by two threads.
 """
