@@ -66,6 +66,8 @@ class DeviceRounds:
         if len(sets) > self.offers_max:
             self._count("devices_over_cap", len(sets) - self.offers_max)
             sets = sets[: self.offers_max]
+        if sets:
+            log.info("round %d: training %d device updates", number, len(sets))
         loop = asyncio.get_running_loop()
         for device_id, samples in sets:
             usable = self._usable(samples)
@@ -127,6 +129,9 @@ class DeviceRounds:
         machine.on_device_trained(number, signer, delta, samples, self.rounds.agent.clock.now_ms())
         offered = machine.counters.get("device_offers_sent", 0) > sent_before
         self._count("device_offers" if offered else "device_offers_refused")
+        if not offered:
+            log.info("round %d: device %s's update not offered (round closed or refused)",
+                     number, device_id)  # fmt: skip
         norm = float(np.linalg.norm(np.frombuffer(delta, dtype="<f4").astype(np.float64)))
         self.offered.append({"round": number, "device_id": device_id, "peer_id": signer.peer_id,
                              "samples": samples, "update_norm": norm,
