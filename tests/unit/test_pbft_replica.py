@@ -218,3 +218,31 @@ def test_not_yet_valid_entries_hold_the_pre_prepare_until_a_recheck() -> None:
     assert len(net.decided("r1")) == 1 and not net.replicas["r1"].held
     net.propose("r0", Entry("task", b"bad"))  # the primary itself refuses an invalid entry
     assert not net.replicas["r0"].pending
+
+
+def test_votes_that_can_change_nothing_are_not_verified() -> None:
+    """A PREPARE after the slot committed, a COMMIT after it was certified: no verify call."""
+    net = LocalNet(4, CONFIG)
+    replica = net.replicas["r1"]
+    calls: list[str] = []
+    verify = replica.verify
+
+    def counting(peer_id: str, data: bytes, signature: bytes) -> bool:
+        calls.append(peer_id)
+        return bool(verify(peer_id, data, signature))
+
+    replica.verify = counting
+    pp = _pp(net, 1, b"one")
+    replica.receive(pp, "r0", 0)
+    replica.receive(_vote(net, KIND_PREPARE, "r2", 1, pp.digest), "r2", 0)  # prepared: commits
+    replica.receive(_vote(net, KIND_COMMIT, "r2", 1, pp.digest), "r2", 0)
+    replica.receive(_vote(net, KIND_COMMIT, "r3", 1, pp.digest), "r3", 0)  # certified: executes
+    assert replica.last_executed == 1
+    verified = len(calls)
+    late_prepare = _vote(net, KIND_PREPARE, "r3", 1, pp.digest)
+    late_commit = _vote(net, KIND_COMMIT, "r0", 1, pp.digest)
+    replica.receive(dataclasses.replace(late_prepare, signature=b"\x00" * 16), "r3", 0)
+    replica.receive(late_commit, "r0", 0)
+    assert len(calls) == verified
+    assert replica.counters["late_vote_ignored"] == 2
+    assert "bad_signature" not in _evidence(replica.take_outbox())
