@@ -45,7 +45,6 @@ from agentmesh.core.limits import TransportLimits
 from agentmesh.core.node import Event, Send
 from agentmesh.edge.state import StateStore
 from agentmesh.edge.transport import QuicTransport, TransportClosed, TransportError
-from agentmesh.edge.waiting import wait_event
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS consensus_base (
@@ -63,6 +62,16 @@ TICK_IDLE_MS = 1000  # re-check at least this often
 DEFERRED_FLUSH_MS = 50  # deferred records reach the disk within ~50 ms
 DEFERRABLE = (PersistExecuted, PersistStable)
 DecidedCallback = Callable[[Event], None]
+TRACE_RECORDS_MAX = 200_000  # timeline records a tracing bench node keeps
+
+
+def _label(message: Any) -> tuple[str, int]:
+    """A message's type (with its vote kind) and sequence number, for the timeline."""
+    name = type(message).__name__
+    kind = getattr(message, "kind", None)
+    if isinstance(kind, bytes):
+        name = f"{name}:{kind.decode(errors='replace')}"
+    return name, int(getattr(message, "seq", -1))
 
 
 def ensure_consensus_schema(connection: sqlite3.Connection) -> None:
@@ -163,8 +172,11 @@ class ConsensusHost:
         self._unwritten: list[Any] = []
         self._must_write = False
         self._unwritten_since_ms = 0
-        self._wake = asyncio.Event()  # set when the replica's deadline may have moved
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._tick_at_ms = 0  # when _tick_handle fires (monotonic ms)
         self._tasks: list[asyncio.Task[None]] = []
+        # (kind, monotonic ns, ...) for the timeline reader; None unless a bench traces
+        self.trace: list[tuple[Any, ...]] | None = None
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -173,10 +185,12 @@ class ConsensusHost:
         self.replica.start(now_ms())
         self._drain()
         self._tasks.append(asyncio.create_task(self._receive_loop()))
-        self._tasks.append(asyncio.create_task(self._tick_loop()))
 
     async def close(self) -> None:
         self.flush()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -189,17 +203,18 @@ class ConsensusHost:
     def _drain(self) -> None:
         """Persist first, then queue sends, in outbox order (durability before dependence).
 
-        Records that protect no message (a batch executed, a checkpoint became
-        stable) may wait for the next transaction: losing them in a crash only
-        makes the replica fetch those batches again. Votes, prepared certificates,
-        views and view changes are committed before the next send leaves.
+        Group commit: every record of the outbox goes into one transaction before
+        the first send leaves (writing a record earlier than needed is always safe;
+        a receive that both prepares and commits a batch, or a decision that lets
+        the primary propose, costs one commit instead of two). Records that protect
+        no message (a batch executed, a checkpoint became stable) may wait for the
+        next transaction: losing them in a crash only makes the replica fetch those
+        batches again. Votes, prepared certificates, views and view changes are
+        committed before the next send leaves.
         """
-        for item in self.replica.take_outbox():
-            if isinstance(item, Send):
-                if self._must_write:
-                    self.flush()
-                self._enqueue(item.to, encode(item.message))
-            elif item.kind == "persist":
+        outbox = self.replica.take_outbox()
+        for item in outbox:
+            if isinstance(item, Event) and item.kind == "persist":
                 records = item.data["records"]
                 if not self._unwritten:
                     self._unwritten_since_ms = now_ms()
@@ -207,17 +222,34 @@ class ConsensusHost:
                 self._must_write = self._must_write or not all(
                     isinstance(r, DEFERRABLE) for r in records
                 )
-            elif item.kind == "decided" and self.on_decided is not None:
-                self.on_decided(item)
+        for item in outbox:
+            if isinstance(item, Send):
+                if self._must_write:
+                    self.flush()
+                if self.trace is not None:
+                    self._record("out", item.to, *_label(item.message))
+                self._enqueue(item.to, encode(item.message))
+            elif item.kind == "decided":
+                if self.trace is not None:
+                    self._record("decided", item.data["seq"], time.process_time_ns())
+                if self.on_decided is not None:
+                    self.on_decided(item)
         if self._must_write:
             self.flush()
-        self._wake.set()
+        self._arm_tick()
+
+    def _record(self, kind: str, *data: Any) -> None:
+        assert self.trace is not None
+        if len(self.trace) < TRACE_RECORDS_MAX:
+            self.trace.append((kind, time.monotonic_ns(), *data))
 
     def flush(self) -> None:
         """Commit every record not yet durable (one SQLite transaction)."""
         if self._unwritten:
             start_ns = time.perf_counter_ns()
             self.store.write(self._unwritten, self.replica.durable)
+            if self.trace is not None:
+                self._record("flush", start_ns, len(self._unwritten))
             self.count("transactions")
             self.counters["transaction_us"] = (
                 self.counters.get("transaction_us", 0) + (time.perf_counter_ns() - start_ns) // 1000
@@ -245,6 +277,8 @@ class ConsensusHost:
                 return
             except TransportError:
                 self.count("send_failed")
+            if self.trace is not None:
+                self._record("sent", peer)
 
     async def _receive_loop(self) -> None:
         while True:
@@ -260,26 +294,43 @@ class ConsensusHost:
             except CodecError:
                 self.count("undecodable_frame")
                 continue
+            if self.trace is not None:
+                self._record("in", incoming.peer_id, *_label(message))
             self.replica.receive(message, incoming.peer_id, now_ms())
             self._drain()
+            if self.trace is not None:
+                self._record("handled")
 
-    async def _tick_loop(self) -> None:
-        """Sleep until the replica's next deadline (or a flush of deferred records is due)."""
-        while True:
-            deadline = self.replica.next_deadline()
-            wait_ms = TICK_IDLE_MS if deadline is None else deadline - now_ms()
-            if self._unwritten:
-                wait_ms = min(wait_ms, DEFERRED_FLUSH_MS)
-            self._wake.clear()
-            if wait_ms > 0:
-                await wait_event(self._wake, wait_ms / 1000)
-            if self._unwritten and now_ms() - self._unwritten_since_ms >= DEFERRED_FLUSH_MS:
-                self.flush()  # bound what a crash can lose of the deferred records
-            deadline = self.replica.next_deadline()
-            current = now_ms()
-            if deadline is not None and deadline <= current:
-                self.replica.tick(current)
-                self._drain()
+    def _arm_tick(self) -> None:
+        """Keep one timer at the replica's next deadline (or the deferred-record flush).
+
+        A timer handle, not a task woken after every drain: most drains leave the
+        deadline where it was, and the handle only ever moves earlier; one that
+        fires before the current deadline re-arms itself.
+        """
+        deadline = self.replica.next_deadline()
+        due_ms = now_ms() + TICK_IDLE_MS if deadline is None else deadline
+        if self._unwritten:
+            due_ms = min(due_ms, self._unwritten_since_ms + DEFERRED_FLUSH_MS)
+        if self._tick_handle is not None:
+            if self._tick_at_ms <= due_ms:
+                return
+            self._tick_handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._tick_at_ms = due_ms
+        self._tick_handle = loop.call_at(loop.time() + (due_ms - now_ms()) / 1000, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick_handle = None
+        current = now_ms()
+        if self._unwritten and current - self._unwritten_since_ms >= DEFERRED_FLUSH_MS:
+            self.flush()  # bound what a crash can lose of the deferred records
+        deadline = self.replica.next_deadline()
+        if deadline is not None and deadline <= current:
+            self.replica.tick(current)
+            self._drain()
+        else:
+            self._arm_tick()
 
 
 # ---------------------------------------------------------------- benchmark processes
@@ -292,6 +343,7 @@ LOAD_INDEX = 0  # the primary of view 0 proposes and measures, as a PBFT client 
 LOAD_WINDOW = 1024  # outstanding entries during the throughput phase
 RUN_TIMEOUT_S = 300.0
 PROFILE_DIR_ENV = "AGENTMESH_BENCH_PROFILE_DIR"  # set: each bench node writes a cProfile file
+TRACE_DIR_ENV = "AGENTMESH_BENCH_TRACE_DIR"  # set: each bench node writes its timeline (JSON)
 
 
 def bench_identity(index: int) -> Identity:
@@ -319,6 +371,8 @@ class _Load:
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self.waiting[entry.entry_id()] = future
         start = time.perf_counter()
+        if host.trace is not None:
+            host._record("propose")
         host.propose(entry)
         return (await asyncio.wait_for(future, timeout_s)) - start
 
@@ -331,12 +385,16 @@ class _Load:
                 continue
         for k in range(50):
             await self.decide(host, Entry("bench", b"warm2-%d" % k), 10.0)
+        if host.trace is not None:
+            host._record("phase", "latency")
         latencies = [
             await self.decide(host, Entry("bench", b"lat-%d" % k), 10.0) for k in range(samples)
         ]
         return {"latencies_s": latencies, **await self._throughput(host, seconds)}
 
     async def _throughput(self, host: ConsensusHost, seconds: float) -> dict[str, Any]:
+        if host.trace is not None:
+            host._record("phase", "throughput")
         start_entries, start_batches = self.decided_entries, self.decided_batches
         start = time.perf_counter()
         k = 0
@@ -379,6 +437,9 @@ async def _bench_node(
         BENCH_CONFIG,
         load.on_decided if load else None,
     )
+    trace_dir = os.environ.get(TRACE_DIR_ENV)
+    if trace_dir:
+        _trace_datagrams(host, transport)
     await host.start()
     if load is not None:
         result = await load.run(host, samples, seconds)
@@ -390,6 +451,27 @@ async def _bench_node(
     await host.close()
     await transport.close()
     store.close()
+    if trace_dir and host.trace is not None:
+        (Path(trace_dir) / f"consensus-node{index}.json").write_text(json.dumps(host.trace))
+
+
+def _trace_datagrams(host: ConsensusHost, transport: QuicTransport) -> None:
+    """Timeline: every UDP datagram in and out (the transport's entry points, wrapped)."""
+    host.trace = []
+    receive = transport.datagram_received
+
+    def traced(data: bytes, address: Any) -> None:
+        host._record("datagram", len(data))
+        receive(data, address)
+
+    transport.datagram_received = traced  # type: ignore[method-assign]
+    send = transport.send_datagram
+
+    def traced_send(data: bytes, address: Any) -> None:
+        host._record("datagram_out", len(data))
+        send(data, address)
+
+    transport.send_datagram = traced_send  # type: ignore[method-assign]
 
 
 def run_cluster_bench(n: int, seconds: float, samples: int, sync: str = "full") -> dict[str, Any]:
