@@ -133,7 +133,11 @@ def test_a_restarted_agent_replays_its_log_and_rejoins_rounds(
         assert restarted.rounds.closed_round == closed_at_crash
     assert lost < UNWRITTEN_RECORDS_MAX
     assert restarted.rounds.closed_round <= closed_at_crash
+    open_round = restarted.rounds.current.number if restarted.rounds.current else None
     net.run(6000)
+    # The round open in its replayed log is sat out: it may have offered in it already.
+    trained = [e["round"] for e in net.events(victim, "train")]
+    assert open_round not in trained and trained, (open_round, trained)
 
     others = [p for p in net.ids if p != victim]
     final = {p: net.nodes[p] for p in net.ids}
