@@ -161,6 +161,11 @@ def test_a_killed_member_restarts_from_its_state_dir_and_trains_again(
     assert last_counted in common
     assert all(ours[n]["model"] == others[n]["model"] for n in common), "same committed models"
     assert len(others) > last_before + 1, "rounds went on after the restart"
+    # It contradicted nothing it signed before the crash (no vote, offer or result).
+    for agent in agents:
+        lines = agent.log_path.read_text(errors="replace").splitlines()
+        blamed = [line for line in lines if "evidence" in line and victim_id in line]
+        assert not blamed, blamed[:3]
     print(json.dumps({
         "rounds_before_kill": last_before, "restored": mine["restored"],
         "restart_to_first_update_counted_s": round(counted_s, 1),
