@@ -173,6 +173,7 @@ class ConsensusHost:
         self._must_write = False
         self._unwritten_since_ms = 0
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._drain_handle: asyncio.Handle | None = None  # a drain after a burst of frames
         self._tick_at_ms = 0  # when _tick_handle fires (monotonic ms)
         self._tasks: list[asyncio.Task[None]] = []
         # (kind, monotonic ns, ...) for the timeline reader; None unless a bench traces
@@ -187,6 +188,10 @@ class ConsensusHost:
         self._tasks.append(asyncio.create_task(self._receive_loop()))
 
     async def close(self) -> None:
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
+            self._drain()
         self.flush()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
@@ -280,6 +285,10 @@ class ConsensusHost:
             if self.trace is not None:
                 self._record("sent", peer)
 
+    def _drain_burst(self) -> None:
+        self._drain_handle = None
+        self._drain()
+
     async def _receive_loop(self) -> None:
         while True:
             try:
@@ -297,9 +306,14 @@ class ConsensusHost:
             if self.trace is not None:
                 self._record("in", incoming.peer_id, *_label(message))
             self.replica.receive(message, incoming.peer_id, now_ms())
-            self._drain()
             if self.trace is not None:
                 self._record("handled")
+            # receive() returns without yielding while frames are queued: the frames
+            # of one burst are all fed to the replica first, then drained once (group
+            # commit across frames). Their replies leave one loop turn later, within
+            # the transport's ACK grace (docs/transport.md).
+            if self._drain_handle is None:
+                self._drain_handle = asyncio.get_running_loop().call_soon(self._drain_burst)
 
     def _arm_tick(self) -> None:
         """Keep one timer at the replica's next deadline (or the deferred-record flush).

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from agentmesh.core.consensus import ConsensusConfig, Entry
+from agentmesh.core.consensus import Committee, ConsensusConfig, Entry
 from agentmesh.core.consensus.codec import CodecError, decode, encode
+from agentmesh.core.consensus.messages import (
+    KIND_PREPARE,
+    PrePrepare,
+    Vote,
+    batch_digest,
+    signed_payload,
+)
+from agentmesh.core.consensus.replica import Slot
 from agentmesh.core.consensus.testing import LocalNet
 from agentmesh.edge import consensus_host
-from agentmesh.edge.consensus_host import ConsensusStore
+from agentmesh.edge.consensus_host import (
+    BENCH_LIMITS,
+    ConsensusHost,
+    ConsensusStore,
+    bench_identity,
+)
 from agentmesh.edge.state import StateStore
+from agentmesh.edge.transport import QuicTransport
 
 CONFIG = ConsensusConfig(
     checkpoint_interval=4,
@@ -65,3 +80,47 @@ def test_garbage_in_the_store_is_a_typed_error(tmp_path: Path) -> None:
     for junk in (b"", b"\xff", encode(Entry("a", b"b"))[:-1], b"\x82\x63\x01\x02"):
         with pytest.raises(CodecError):
             decode(junk)
+
+
+def test_a_receive_that_prepares_and_commits_is_one_transaction(tmp_path: Path) -> None:
+    """Group commit: the PREPARE and COMMIT votes of one drain share one SQLite commit."""
+    identities = [bench_identity(i) for i in range(4)]
+    ids = tuple(identity.peer_id for identity in identities)
+
+    async def scenario() -> tuple[int, int]:
+        transport = QuicTransport(identities[1], "127.0.0.1", 0, BENCH_LIMITS)
+        await transport.start()
+        state = StateStore(tmp_path)
+        host = ConsensusHost(
+            identities[1], Committee(0, ids), {}, transport, ConsensusStore(state.connection)
+        )
+        batch = (Entry("task", b"one"),)
+        digest = batch_digest(batch)
+        pp = PrePrepare(0, 0, 1, digest, batch, ids[0], b"")
+        pp = PrePrepare(0, 0, 1, digest, batch, ids[0], identities[0].sign(pp.payload()))
+        prepare = Vote(
+            KIND_PREPARE,
+            0,
+            0,
+            1,
+            digest,
+            ids[2],
+            identities[2].sign(signed_payload(KIND_PREPARE, 0, 0, 1, digest)),
+        )
+        host.replica.receive(prepare, ids[2], 0)  # a PREPARE that overtook its PRE-PREPARE
+        host.replica.receive(pp, ids[0], 0)  # now PREPARE and COMMIT, in one outbox
+        before = host.counters.get("transactions", 0)
+        host._drain()
+        slot = host.replica.slots[1]
+        assert isinstance(slot, Slot) and slot.commit_sent
+        transactions = host.counters["transactions"] - before
+        await host.close()
+        await transport.close()
+        reloaded = ConsensusStore(state.connection).load()
+        state.close()
+        assert reloaded is not None
+        return transactions, len(reloaded.votes)
+
+    transactions, votes = asyncio.run(scenario())
+    assert transactions == 1
+    assert votes == 2  # both signed votes durable
