@@ -227,13 +227,17 @@ class ConsensusHost:
                 self._must_write = self._must_write or not all(
                     isinstance(r, DEFERRABLE) for r in records
                 )
+        frames: dict[int, bytes] = {}  # a broadcast is one message object: encode it once
         for item in outbox:
             if isinstance(item, Send):
                 if self._must_write:
                     self.flush()
                 if self.trace is not None:
                     self._record("out", item.to, *_label(item.message))
-                self._enqueue(item.to, encode(item.message))
+                frame = frames.get(id(item.message))
+                if frame is None:
+                    frame = frames[id(item.message)] = encode(item.message)
+                self._enqueue(item.to, frame)
             elif item.kind == "decided":
                 if self.trace is not None:
                     self._record("decided", item.data["seq"], time.process_time_ns())
