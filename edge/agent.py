@@ -58,6 +58,7 @@ DEFAULT_REGISTRY.register(MEMBERSHIP_TYPE)
 _SENDS_IN_FLIGHT_MAX = 512
 # A dead peer's sends each wait send_timeout_ms; without a per-peer share, a few dead
 # peers fill the whole backlog and the sends to live peers (SWIM acks!) are dropped.
+# The share counts sends that wait, not those spawned in one burst and not yet run.
 _SENDS_IN_FLIGHT_PER_PEER_MAX = 64
 _SNAPSHOT_INTERVAL_S = 5.0
 _LEAVE_LINGER_S = 0.5
@@ -435,28 +436,37 @@ class Agent:
             self._count("blob_send_failed")
 
     def _spawn_send(self, peer_id: str, coroutine: Any) -> None:
-        """Run one send as a task, within the per-peer and the agent-wide backlog."""
-        in_flight = self._sends_per_peer.get(peer_id, 0)
-        if in_flight >= _SENDS_IN_FLIGHT_PER_PEER_MAX:
-            self._count("drop_send_peer_backlog")
-            coroutine.close()
-            return
+        """Run one send as a task, within the agent-wide backlog and the peer's share."""
         if len(self._sends) >= _SENDS_IN_FLIGHT_MAX:
             self._count("drop_send_backlog")
             coroutine.close()
             return
-        task = asyncio.get_running_loop().create_task(coroutine)
+        task = asyncio.get_running_loop().create_task(self._send_in_share(peer_id, coroutine))
         self._sends.add(task)
-        self._sends_per_peer[peer_id] = in_flight + 1
-        task.add_done_callback(lambda done: self._send_done(peer_id, done))
+        task.add_done_callback(lambda done: self._send_done(coroutine, done))
 
-    def _send_done(self, peer_id: str, task: asyncio.Task[None]) -> None:
+    def _send_done(self, coroutine: Any, task: asyncio.Task[None]) -> None:
         self._sends.discard(task)
-        remaining = self._sends_per_peer.get(peer_id, 1) - 1
-        if remaining > 0:
-            self._sends_per_peer[peer_id] = remaining
-        else:
-            self._sends_per_peer.pop(peer_id, None)
+        coroutine.close()  # cancelled before its first step: never awaited, close it quietly
+
+    async def _send_in_share(self, peer_id: str, coroutine: Any) -> None:
+        """A peer's share counts only sends that wait (from their first step on): a burst
+        to a live peer, each sent in its first step, must not fill it and drop the tail
+        (PBFT frames and SWIM acks to live peers, which stalled the task log)."""
+        waiting = self._sends_per_peer.get(peer_id, 0)
+        if waiting >= _SENDS_IN_FLIGHT_PER_PEER_MAX:
+            self._count("drop_send_peer_backlog")
+            coroutine.close()
+            return
+        self._sends_per_peer[peer_id] = waiting + 1
+        try:
+            await coroutine
+        finally:
+            remaining = self._sends_per_peer.get(peer_id, 1) - 1
+            if remaining > 0:
+                self._sends_per_peer[peer_id] = remaining
+            else:
+                self._sends_per_peer.pop(peer_id, None)
 
     async def _deliver(self, peer_id: str, frame: bytes) -> None:
         address = self._address_of(peer_id)
