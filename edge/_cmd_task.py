@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from agentmesh.core.membership.capabilities import DEVICE_CLASSES, TRAINER_RUNTIMES
-from agentmesh.core.tasks import EXPIRED, TASK_KINDS, UNSCHEDULABLE
+from agentmesh.core.tasks import EXPIRED, INPUT_LOST, TASK_KINDS, UNSCHEDULABLE
 from agentmesh.edge._cmd_agent import default_state_dir
 from agentmesh.edge.tasks_client import Placement, TaskClient, TaskClientError
 
 EXPIRED_STATUSES = (EXPIRED, UNSCHEDULABLE)  # ended by f + 1 committee votes, with a reason
+ENDED_UNDONE = ("failed", "rejected", INPUT_LOST, *EXPIRED_STATUSES)  # exit 1, with a reason
 
 
 def register(subparsers: Any) -> None:
@@ -71,7 +72,7 @@ def _task(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(_render(args.task_op, result))
-    return 0 if result.get("status") not in ("failed", "rejected", *EXPIRED_STATUSES) else 1
+    return 0 if result.get("status") not in ENDED_UNDONE else 1
 
 
 async def _submit(client: TaskClient, args: argparse.Namespace) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agentmesh.core.consensus import ConsensusConfig, DurableState, Entry, Replica
+from agentmesh.core.consensus import DurableState, Entry, Replica
 from agentmesh.core.consensus.durable import PersistExecuted, PersistSnapshot
 from agentmesh.core.consensus.messages import CertifiedBatch, StateReply
 from agentmesh.core.identity import verify_from_peer_id
@@ -53,6 +53,7 @@ from agentmesh.core.node import Event, Send
 from agentmesh.core.rounds.pbft_wire import PbftWireError, from_wire, to_wire
 from agentmesh.core.rounds.task import digits_split, flat_bytes, unflatten
 from agentmesh.core.tasks import (
+    INPUT_UNAVAILABLE,
     KIND_INFER,
     TasksConfig,
     TasksGenesis,
@@ -61,6 +62,7 @@ from agentmesh.core.tasks import (
     entry_validator,
     tasks_genesis,
 )
+from agentmesh.core.tasks.config import task_consensus_config
 from agentmesh.core.wire import DEFAULT_REGISTRY, Envelope, Field, MessageType, cbor
 from agentmesh.edge.model_store import ModelStore, ModelStoreError
 from agentmesh.edge.probe import probe_capabilities
@@ -349,7 +351,7 @@ class TasksHost(ReplicaDriver):
         rng = random.Random(os.urandom(16))
         self.replica = Replica(
             self.agent.identity, verify_from_peer_id, genesis.consensus_committee(), rng,
-            ConsensusConfig(), durable, validate_entry=entry_validator(verify_from_peer_id),
+            task_consensus_config(), durable, validate_entry=entry_validator(verify_from_peer_id),
         )  # fmt: skip
         self.machine = TasksMachine(
             self.agent.identity, verify_from_peer_id, random.Random(os.urandom(16)),
@@ -497,7 +499,7 @@ class TasksHost(ReplicaDriver):
         model = await self._blob(spec.model, holders) if spec.kind == KIND_INFER else b""
         if inputs is None or model is None:
             self._count("run_input_unavailable")
-            output = b"input unavailable"
+            output = INPUT_UNAVAILABLE  # with every reader down the board ends it input_lost
         else:
             loop = asyncio.get_running_loop()
             job = self._infer_job if spec.kind == KIND_INFER else self._train_job

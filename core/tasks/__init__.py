@@ -5,6 +5,7 @@ from agentmesh.core.tasks.board import (
     DONE,
     EXPIRED,
     FAILED,
+    INPUT_LOST,
     OPEN,
     REJECTED,
     TERMINAL,
@@ -22,6 +23,7 @@ from agentmesh.core.tasks.config import (
 )
 from agentmesh.core.tasks.entries import (
     ENTRY_KINDS,
+    INPUT_UNAVAILABLE,
     WHY_DEADLINE,
     WHY_UNSCHEDULABLE,
     AttemptTimeout,
@@ -48,6 +50,8 @@ __all__ = [
     "ENTRY_KINDS",
     "EXPIRED",
     "FAILED",
+    "INPUT_LOST",
+    "INPUT_UNAVAILABLE",
     "KIND_INFER",
     "KIND_TRAIN",
     "OPEN",

@@ -10,8 +10,11 @@ Rules, per slot: a slot is assigned (attempt 1, 2, ...) to a worker chosen by
 that held it at any attempt (later results are duplicates and change nothing:
 exactly once). Timeout votes of f + 1 distinct committee members for the
 current attempt, an error result for it, or the worker going down reassign it;
-after `attempts_max` the task fails. f + 1 expiry votes end an open task as
-"expired" (past its deadline) or "unschedulable" (fewer capable workers than it
+after `attempts_max` the task fails. An error result saying the input could not
+be fetched ends the task as "input_lost" when the submitter and every worker known
+to have read that input (closed a slot of a task with it) are decided down: nobody
+left can serve it, so retrying would only burn attempts. f + 1 expiry votes end an
+open task as "expired" (past its deadline) or "unschedulable" (fewer capable workers than it
 needs, re-checked here on decided state when the deciding vote is applied).
 A task is done when all its slots closed, or, when verifiable, when `replicas`
 closed slots agree on the output digest; disagreement opens extra slots up to
@@ -31,6 +34,7 @@ from agentmesh.core.node import InvariantViolation
 from .assign import choose_worker, eligible
 from .config import TasksConfig
 from .entries import (
+    INPUT_UNAVAILABLE,
     WHY_UNSCHEDULABLE,
     AttemptTimeout,
     TaskEntry,
@@ -42,8 +46,8 @@ from .entries import (
 )
 
 OPEN, DONE, FAILED, REJECTED = "open", "done", "failed", "rejected"
-EXPIRED, UNSCHEDULABLE = "expired", "unschedulable"
-TERMINAL = (DONE, FAILED, REJECTED, EXPIRED, UNSCHEDULABLE)
+EXPIRED, UNSCHEDULABLE, INPUT_LOST = "expired", "unschedulable", "input_lost"
+TERMINAL = (DONE, FAILED, REJECTED, EXPIRED, UNSCHEDULABLE, INPUT_LOST)
 
 
 class Change(NamedTuple):
@@ -80,6 +84,7 @@ class TaskRecord:
     slots: list[Slot] = field(default_factory=list)
     output_digest: bytes | None = None  # the agreed digest of a finished verifiable task
     expire_votes: dict[str, dict[str, None]] = field(default_factory=dict)  # why -> members
+    input_misses: dict[str, None] = field(default_factory=dict)  # workers that found no input
 
 
 @dataclass(slots=True)
@@ -164,6 +169,13 @@ class TaskBoard:
             self.counters["result_duplicate_or_unassigned"] += 1
             return
         if not result.ok:
+            if current and result.output == INPUT_UNAVAILABLE:
+                record.input_misses[result.worker] = None  # current holders only: bounded
+                lost = self.input_lost(record)
+                if lost is not None:
+                    self._finish(record, INPUT_LOST, lost)
+                    self._retry_waiting()
+                    return
             if current:
                 self._fail_attempt(record, slot)
             else:
@@ -239,10 +251,19 @@ class TaskBoard:
             self.counters["down_stale"] += 1
             return
         worker.up = False
+        lost = 0
+        for task_id in [t for t in self.open if self.tasks[t].input_misses]:
+            record = self.tasks[task_id]
+            reason = self.input_lost(record)
+            if reason is not None:  # its last reader went down after a worker missed it
+                self._finish(record, INPUT_LOST, reason)
+                lost += 1
         for task_id, index in list(self.assigned.get(down.worker, {})):
             record = self.tasks[task_id]
             if record.status == OPEN:
                 self._fail_attempt(record, record.slots[index])
+        if lost:
+            self._retry_waiting()  # the lost tasks' slots freed room in queues
 
     # -- slots ------------------------------------------------------------------------
 
@@ -363,6 +384,28 @@ class TaskBoard:
         if len(capable) >= len(record.slots):
             return None
         return f"{len(capable)} capable worker(s) for {len(record.slots)} slot(s)"
+
+    def input_lost(self, record: TaskRecord) -> str | None:
+        """Why nobody can serve the task's input any more, else None (decided state only).
+
+        Some worker reported it could not fetch the input, and the submitter and
+        every worker that closed a slot of a retained task with that input (they
+        read it) are decided down. An agent that is not a known worker may be
+        alive: then nothing is concluded and the attempts run out as usual.
+        """
+        if not record.input_misses:
+            return None
+        readers = {record.spec.submitter}
+        digest = record.spec.input
+        for other in self.tasks.values():
+            if other.spec.input == digest:
+                readers |= {s.result.worker for s in other.slots if s.result is not None}
+        for peer in readers:
+            worker = self.workers.get(peer)
+            if worker is None or worker.up:
+                return None
+        return (f"input held only by agents that are down ({len(readers)}); "
+                f"{len(record.input_misses)} worker(s) could not fetch it")  # fmt: skip
 
     def task_deadline_ms(self, spec: TaskSpec) -> int:
         """How long a task may stay open: every attempt may use its whole deadline."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from agentmesh.core.consensus.config import ConsensusConfig
 
 KIND_INFER = "infer"
 KIND_TRAIN = "train"
@@ -40,3 +42,22 @@ class TasksConfig:
             raise ValueError("task bounds must be positive")
         if self.worker_queue_max < 1 or self.deadline_ms_default < 1:
             raise ValueError("worker_queue_max and deadline_ms_default must be positive")
+
+
+# The task replica's PBFT batches. VIEW-CHANGE carries every prepared batch in full and
+# NEW-VIEW a quorum of those plus the re-issued pre-prepares (TOCS §4.4), and each must
+# fit one tasks.pbft frame (256 KiB). With 64 entries per batch (~23 KB of submits) a
+# NEW-VIEW over a few prepared batches was too large to send (so were state replies):
+# the view change after a killed member never completed and the task log stopped. With
+# 8, a VIEW-CHANGE over 16 prepared batches is ~23 KB (was ~98 KB) and its NEW-VIEW
+# ~100 KB; 8 batches in flight still order 64 entries per round trip. A count is no
+# byte bound (a result may carry 16 KB): bounding batches by bytes, or view changes
+# that carry digests, is for core/consensus.
+TASK_BATCH_ENTRIES_MAX = 8
+TASK_FETCH_BATCHES_MAX = 16  # certified batches per state reply: ~50 KB of submits
+
+
+def task_consensus_config(base: ConsensusConfig | None = None) -> ConsensusConfig:
+    """`base` (default: the consensus defaults) with the task replica's batch bounds."""
+    return replace(base or ConsensusConfig(), batch_entries_max=TASK_BATCH_ENTRIES_MAX,
+                   fetch_batches_max=TASK_FETCH_BATCHES_MAX)  # fmt: skip

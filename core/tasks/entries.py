@@ -58,6 +58,9 @@ ENTRY_KINDS = frozenset(
 WHY_UNSCHEDULABLE = "unschedulable"  # fewer capable workers than the task needs
 WHY_DEADLINE = "deadline"  # open past its whole-task deadline
 EXPIRE_REASONS = (WHY_UNSCHEDULABLE, WHY_DEADLINE)
+# An error result's output when the worker asked every holder of the input and got
+# nothing; with the submitter and every other known reader down, the task is lost.
+INPUT_UNAVAILABLE = b"input unavailable"
 
 NONCE_BYTES = 16
 NAME_CHARS_MAX = 24

@@ -6,16 +6,18 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from agentmesh.core.consensus import ConsensusConfig, Replica
-from agentmesh.core.consensus.messages import CertifiedBatch, StateReply
+from agentmesh.core.consensus.messages import KIND_COMMIT, CertifiedBatch, StateReply, Vote
 from agentmesh.core.identity import Identity, verify_from_peer_id
 from agentmesh.core.membership.capabilities import Capabilities
 from agentmesh.core.node import Event, Send
+from agentmesh.core.rounds.pbft_wire import to_wire
 from agentmesh.core.tasks import (
     DONE,
     Requirements,
@@ -26,6 +28,9 @@ from agentmesh.core.tasks import (
     sign_timeout,
     tasks_genesis,
 )
+from agentmesh.core.tasks.config import task_consensus_config
+from agentmesh.core.wire import cbor
+from agentmesh.edge.tasks_host import PBFT_TYPE
 
 ROLES = ("trainer", "aggregator", "validator")
 
@@ -57,19 +62,31 @@ class Node:
 class TasksNet:
     """The host's rules of edge/tasks_host.py, in memory: persist is ignored, runs are fake."""
 
-    def __init__(self, fleet: list[Capabilities], run_ms: int = 30, seed: int = 1) -> None:
+    def __init__(
+        self,
+        fleet: list[Capabilities],
+        run_ms: int = 30,
+        seed: int = 1,
+        committee_size: int = 4,
+        consensus: ConsensusConfig | None = None,
+        frame_bytes_max: int | None = None,
+    ) -> None:
         self.identities = [Identity.from_seed(bytes([seed, k + 1]) * 16) for k in range(len(fleet))]
         self.ids = [i.peer_id for i in self.identities]
-        self.genesis = tasks_genesis("test", dict.fromkeys(self.ids, ROLES))
+        self.genesis = tasks_genesis("test", dict.fromkeys(self.ids, ROLES), committee_size)
         self.now_ms = 0
         self.run_ms = run_ms
         self.queue: deque[tuple[str, str, Any]] = deque()
         self.pending_runs: list[tuple[int, str, dict[str, Any]]] = []
         self.down: set[str] = set()
+        # As the agent does: a message too large for one tasks.pbft frame is never sent.
+        self.frame_bytes_max = frame_bytes_max
+        self.oversize: Counter[str] = Counter()
+        self.withhold: Callable[[Any], bool] | None = None  # messages lost on the way
         self.nodes: dict[str, Node] = {}
         config = TasksConfig(deadline_ms_default=2_000, timeout_retry_ms=500,
                              readvertise_interval_ms=200)  # fmt: skip
-        consensus = ConsensusConfig(view_change_timeout_ms=300)
+        consensus = consensus or task_consensus_config(ConsensusConfig(view_change_timeout_ms=300))
         for k, identity in enumerate(self.identities):
             peer = identity.peer_id
             replica = Replica(identity, verify_from_peer_id, self.genesis.consensus_committee(),
@@ -126,6 +143,12 @@ class TasksNet:
         while self.queue:
             sender, target, message = self.queue.popleft()
             if target in self.down or sender in self.down:
+                continue
+            if self.withhold is not None and self.withhold(message):
+                continue
+            limit = self.frame_bytes_max
+            if limit is not None and len(cbor.encode(to_wire(message))) > limit:
+                self.oversize[type(message).__name__] += 1
                 continue
             node = self.nodes[target]
             node.replica.receive(message, sender, self.now_ms)
@@ -279,3 +302,48 @@ def test_a_byzantine_members_early_timeouts_are_ordered_but_move_no_work() -> No
     assert voted and board.counters["timeout_votes_pending"] >= len(ids)  # decided, alone
     assert all(board.tasks[t].status == DONE for t in ids)
     assert all(s.attempt == 1 and not s.tried for t in ids for s in board.tasks[t].slots)
+
+
+def test_a_committee_of_one_decides_downs_and_moves_a_dead_workers_slots() -> None:
+    net = TasksNet(FLEET[:3], run_ms=2_000, committee_size=1)  # runs outlast the kill below
+    net.run(500)
+    assert len(net.genesis.committee) == 1
+    member = net.genesis.committee[0]
+    ids = [net.submit(member, n) for n in range(9)]
+    net.run(100)
+    board = net.nodes[member].machine.board
+    victim = next(p for p in net.ids if p != member and board.queue_lengths().get(p))
+    net.kill(victim)
+    net.run(100)
+    net.report_gone(victim)  # the member's view says dead: its own down vote is the quorum
+    net.run(300)  # well under the 2 s attempt deadline: only the down can have moved them
+    assert not board.workers[victim].up and victim not in board.queue_lengths()
+    net.run(6_000)
+    assert all(board.tasks[t].status == DONE for t in ids), [board.tasks[t].status for t in ids]
+    assert board.results_by_worker.get(victim, 0) == 0
+    for node in net.live():
+        assert [node.machine.board.tasks[t].status for t in ids] == [DONE] * len(ids)
+
+
+def test_a_view_change_over_full_prepared_batches_fits_one_frame_and_completes() -> None:
+    # Sends are signed envelopes of at most PBFT_TYPE's size (less the envelope's own bytes).
+    net = TasksNet(FLEET[:4], run_ms=60_000, frame_bytes_max=PBFT_TYPE.size_bytes_max - 1024)
+    net.run(500)
+    primary = net.genesis.consensus_committee().primary(0)
+    submitter = next(p for p in net.ids if p != primary)
+    # The first batches (one entry each, proposed as the requests come) are decided; then
+    # commits are lost: the full batches that follow are prepared, none executed.
+    first = net.nodes[primary].replica.config.inflight_batches_max
+    net.withhold = lambda m: isinstance(m, Vote) and m.kind == KIND_COMMIT and m.seq > first
+    ids = [net.submit(submitter, n) for n in range(256)]
+    net.run(100)
+    prepared = max(len(n.replica.durable.prepared) for n in net.live())
+    net.withhold = None
+    net.kill(primary)  # the view change must carry those prepared batches
+    net.report_gone(primary)
+    net.run(1_500)  # a few view-change timers of 300 ms
+    assert not net.oversize, f"unsendable: {dict(net.oversize)} ({prepared} prepared batches)"
+    assert prepared > first
+    for node in net.live():  # the new view holds: every submission decided everywhere
+        assert node.replica.view > 0 and not node.replica.view_changing
+        assert all(t in node.machine.board.tasks for t in ids)

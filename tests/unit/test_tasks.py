@@ -19,6 +19,9 @@ from agentmesh.core.tasks import (
     ENTRY_KINDS,
     EXPIRED,
     FAILED,
+    INPUT_LOST,
+    INPUT_UNAVAILABLE,
+    OPEN,
     REJECTED,
     UNSCHEDULABLE,
     WHY_DEADLINE,
@@ -279,6 +282,67 @@ def test_errors_retry_then_fail_and_tasks_wait_for_a_capable_worker() -> None:
     assert board.tasks[gpu_task.task_id].slots[0].worker is None and board.waiting
     board.apply(advert(5, caps(accelerators=("gpu",))))
     assert board.tasks[gpu_task.task_id].slots[0].worker == IDS[5].peer_id
+    board.check_invariants()
+
+
+def same_input(nonce: int) -> TaskSpec:
+    """A task of IDS[0] on the input of spec(0), told apart by its nonce."""
+    unsigned = TaskSpec("infer", spec(0).input, 256, MODEL, Requirements(), 1000, 1, False, "",
+                        nonce.to_bytes(16, "big"))  # fmt: skip
+    return sign_submit(IDS[0], unsigned)
+
+
+def miss(board: TaskBoard, task: bytes, output: bytes = INPUT_UNAVAILABLE) -> int:
+    """The current holder answers that it found the input nowhere; returns who it was."""
+    k = holder(board, task)
+    board.apply(sign_result(IDS[k], task, 0, board.tasks[task].slots[0].attempt, False, output))
+    return k
+
+
+def test_an_input_only_a_down_submitter_held_ends_the_task_input_lost() -> None:
+    board = board_with([caps(), caps(), caps()])
+    task = spec()
+    board.apply(task)
+    board.apply(WorkerDown(IDS[0].peer_id, 0, 1))  # the submitter (IDS[0]) is decided down
+    miss(board, task.task_id)
+    record = board.tasks[task.task_id]
+    assert record.status == INPUT_LOST and "down" in record.reason, record.reason
+    assert record.slots[0].attempt == 1 and not board.queue_lengths()  # no attempts burnt
+    board.check_invariants()
+
+
+def test_input_lost_only_when_every_known_reader_is_down() -> None:
+    board = board_with([caps(), caps(), caps()])
+    board.apply(WorkerDown(IDS[0].peer_id, 0, 1))  # the submitter is down from the start
+    read = same_input(1)
+    board.apply(read)
+    reader = holder(board, read.task_id)
+    board.apply(output_of(board, read.task_id, 0, reader))  # the reader closed a slot: has it
+    task = same_input(2)
+    board.apply(task)
+    first = miss(board, task.task_id)  # the reader is up: a retry may still get the input
+    record = board.tasks[task.task_id]
+    assert record.status == OPEN and record.slots[0].attempt == 2
+    assert IDS[first].peer_id in record.slots[0].tried
+    board.apply(WorkerDown(IDS[reader].peer_id, 0, 1))  # the last reader goes: lost at once
+    assert record.status == INPUT_LOST, (record.status, record.reason)
+    board.check_invariants()
+
+
+def test_an_unavailable_input_with_its_submitter_up_or_another_error_retries() -> None:
+    board = board_with([caps(), caps(), caps()], TasksConfig(attempts_max=2))
+    task = spec()
+    board.apply(task)
+    miss(board, task.task_id)  # the submitter is up: maybe a network blip, try again
+    assert board.tasks[task.task_id].status == OPEN
+    other = spec(1)
+    board.apply(other)
+    board.apply(WorkerDown(IDS[0].peer_id, 0, 1))
+    # The submitter's later down ends the first task: a worker had missed its input.
+    assert board.tasks[task.task_id].status == INPUT_LOST
+    for _ in range(2):  # errors that are not "input unavailable": attempts, then failed
+        miss(board, other.task_id, b"trainer error")
+    assert board.tasks[other.task_id].status == FAILED
     board.check_invariants()
 
 
