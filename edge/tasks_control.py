@@ -210,9 +210,22 @@ class TasksControl:
             "tasks": [self._record_json(r, full=False) for r in board.tasks.values()]
             if with_tasks
             else [],
+            "replica": self._replica_json(),
             "counters": {**self.host.counters, **machine.counters, **dict(board.counters),
                          **{f"pbft.{k}": v for k, v in (self.host.replica.counters
                                                          if self.host.replica else {}).items()}},
+        }  # fmt: skip
+
+    def _replica_json(self) -> dict[str, Any]:
+        """Where this agent's task replica stands (a stalled log shows here first)."""
+        replica = self.host.replica
+        if replica is None:
+            return {}
+        return {
+            "view": replica.view, "view_changing": replica.view_changing,
+            "last_executed": replica.last_executed, "next_seq": replica.next_seq,
+            "stable_seq": replica.stable.seq, "pending": len(replica.pending),
+            "queue": len(replica.queue), "primary": replica.committee.primary(replica.view),
         }  # fmt: skip
 
 
