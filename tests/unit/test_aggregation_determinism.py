@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +21,8 @@ from agentmesh.core.aggregation import (
     fedavg,
     median,
 )
+from agentmesh.core.aggregation.mean import BLOCK_PARAMS, weighted_mean
+from agentmesh.core.aggregation.tensors import prepare
 
 RULES: dict[str, dict[str, float]] = {
     "fedavg": {},
@@ -94,6 +98,49 @@ def test_digest_encodes_dtype_shape_and_values() -> None:
     assert digest([flat]) == digest(flat)
     assert digest([flat[:3], flat[3:]]) != digest(flat)
     assert len(digest(flat)) == 32
+
+
+def plain_fedavg(updates: list[np.ndarray], weights: list[float]) -> bytes:
+    """FedAvg as defined, over whole vectors: no blocks, no scratch buffers."""
+    total = math.fsum(weights)
+    acc = np.zeros(updates[0].size, dtype=np.float64)
+    for i in canonical_order(updates, weights):
+        if weights[i] > 0.0:
+            acc = acc + updates[i].astype(np.float64) * np.float64(weights[i])
+    return (acc / total).astype(np.float32).tobytes()
+
+
+def awkward_updates(size: int) -> tuple[list[np.ndarray], list[float]]:
+    """Signed zeros, subnormals, float32 extremes in some columns; zero and odd weights."""
+    rng = np.random.default_rng(size)
+    scales = [1.0, 2.0, 0.5, 1.0, 4.0, 1e30]  # the last has weight 0: skipped, still checked
+    updates = [(rng.standard_normal(size) * scale).astype(np.float32) for scale in scales]
+    for update in updates:
+        update[::11] = -0.0  # every term -0.0: the result must be +0.0
+    updates[0][1::3] = -0.0
+    updates[2][2::5] *= np.float32(1e-40)  # subnormal float32
+    updates[3][3::7] = np.where(updates[3][3::7] < 0, -3.4e38, 3.4e38)
+    # Columns where two weighted terms cancel exactly (x3*1 == -x4*7, x2*65537 == -x0*3):
+    # terms summed between them are absorbed, so the order of the sum shows in the bytes.
+    updates[3][5::13], updates[4][5::13] = np.float32(7 * 2.0**100), np.float32(-(2.0**100))
+    updates[2][6::13], updates[0][6::13] = np.float32(3 * 2.0**90), np.float32(-65537 * 2.0**90)
+    weights = [3.0, 0.37, 65537.0, 1.0, 7.0, 0.0]
+    return updates, weights
+
+
+@pytest.mark.parametrize(
+    "size", [1, 2, 7, BLOCK_PARAMS - 1, BLOCK_PARAMS, BLOCK_PARAMS + 1, 2 * BLOCK_PARAMS + 3]
+)
+def test_blocked_fedavg_bytes_equal_the_unblocked_definition(size: int) -> None:
+    updates, weights = awkward_updates(size)
+    expected = plain_fedavg(updates, weights)
+    batch = prepare(updates, weights)
+    small_blocks = [1, 3] if size < 1000 else [1000, 4097]
+    for block_params in [*small_blocks, size, size + 5]:
+        assert weighted_mean(batch, block_params).tobytes() == expected, block_params
+    assert fedavg(updates, weights).tobytes() == expected
+    single = [updates[0]]
+    assert fedavg(single, [5.0]).tobytes() == (updates[0] + np.float32(0.0)).tobytes()
 
 
 # --- properties ------------------------------------------------------------------
