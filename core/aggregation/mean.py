@@ -69,12 +69,13 @@ def weighted_mean(batch: Batch, block_params: int = BLOCK_PARAMS) -> FloatVector
             term[...] = vector[start:stop]  # float32 -> float64 is exact
             np.multiply(term, weight, term)
             np.add(acc, term, acc)
-        np.divide(acc, total, acc)
-        # NaN/inf in any input reaches the accumulator (inf*w, inf-inf, NaN+x), and
-        # finite float32 inputs cannot overflow float64: one check per block suffices.
-        if not bool(np.isfinite(acc).all()):
+        result = out[start:stop]
+        # The quotient is computed in float64, then rounded once to float32.
+        np.divide(acc, total, out=result, dtype=np.float64, casting="same_kind")
+        # NaN/inf in any input reaches the result (inf*w, inf-inf, NaN+x); finite float32
+        # inputs cannot overflow float64, nor their weighted mean float32: one check per block.
+        if not bool(np.isfinite(result).all()):
             raise_non_finite(batch)
-        out[start:stop] = acc
     _check_zero_weight_updates(batch)
     return out
 
