@@ -1,7 +1,10 @@
 """`agent bench aggregation`: aggregation rules over n updates of d float32 parameters.
 
 Every case reports the median of `--repeats` runs; `gb_per_s` is bytes of update
-input read per second, compared with a numpy copy measured in the same run.
+input read per second (n * d * 4; the result's write is not counted), compared
+with a numpy copy measured in the same run whose `gb_per_s` is bytes copied per
+second: each copied byte is read once and written once, so the copy's memory
+traffic is twice its figure.
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ from agentmesh.tools.bench._report import BenchReport, BenchResult
 
 BASELINE = "numpy_copy_baseline"
 COPY_BYTES = 400 * 1000 * 1000
+CASES = (
+    "fedavg",
+    "median",
+    "trimmed_mean",
+    "krum",
+    "digest_sha256",
+    "krum_distances_exact_split",
+    "krum_distances_gram_float64_blas",
+    "krum_distances_direct",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="parameters for the slow direct-distance case (time is projected to --params)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cases",
+        type=_case_names,
+        default=frozenset(CASES),
+        help=f"comma-separated cases to run (default: all): {','.join(CASES)}",
+    )
+
+
+def _case_names(text: str) -> frozenset[str]:
+    names = frozenset(name for name in text.split(",") if name)
+    unknown = sorted(names - set(CASES))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown or no cases {unknown}; known: {CASES}")
+    return names
 
 
 def run(args: argparse.Namespace) -> BenchReport:
@@ -72,11 +99,14 @@ def _run_count(
         ("krum_distances_gram_float64_blas", {}, lambda: _gram_distances(updates)),
     ]
     for name, params, call in cases:
+        if name not in args.cases:
+            continue
         seconds = _median_seconds(call, args.repeats)
         report.results.append(
             _result(name, count, args.params, params, seconds, input_bytes, copy_gb_per_s)
         )
-    _direct_case(report, updates, args, copy_gb_per_s)
+    if "krum_distances_direct" in args.cases:
+        _direct_case(report, updates, args, copy_gb_per_s)
 
 
 def _copy_baseline(report: BenchReport, repeats: int) -> float:
@@ -178,6 +208,8 @@ def _notes(args: argparse.Namespace) -> list[str]:
     return [
         "gb_per_s = bytes of update input read / median time; "
         f"ratio_to_{BASELINE} compares with a numpy copy measured in this run",
+        f"{BASELINE} gb_per_s counts bytes copied; its memory traffic (read + write) is "
+        "twice that, so a ratio against traffic is half the ratio_to_ figure",
         "krum includes its exact split-Gram distances; krum_distances_gram_float64_blas is "
         "faster but its bits depend on the BLAS kernel (see docs/aggregation.md)",
         f"krum_distances_direct ran on {min(args.direct_params, args.params)} parameters; "
