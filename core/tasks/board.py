@@ -10,12 +10,11 @@ Rules, per slot: a slot is assigned (attempt 1, 2, ...) to a worker chosen by
 that held it at any attempt (later results are duplicates and change nothing:
 exactly once). Timeout votes of f + 1 distinct committee members for the
 current attempt, an error result for it, or the worker going down reassign it;
-after `attempts_max` the task fails. An error result saying the input could not
-be fetched ends the task as "input_lost" when the submitter and every worker known
-to have read that input (closed a slot of a task with it) are decided down: nobody
-left can serve it, so retrying would only burn attempts. f + 1 expiry votes end an
-open task as "expired" (past its deadline) or "unschedulable" (fewer capable workers than it
-needs, re-checked here on decided state when the deciding vote is applied).
+after `attempts_max` the task fails. f + 1 expiry votes end an open task as
+"expired" (past its deadline), "unschedulable" (fewer capable workers than it
+needs) or "input_lost" (a worker reported the input unavailable and the submitter
+and every worker known to have read it are down); the last two are re-checked
+here on decided state when the deciding vote is applied.
 A task is done when all its slots closed, or, when verifiable, when `replicas`
 closed slots agree on the output digest; disagreement opens extra slots up to
 `extra_slots_max`, then the task fails.
@@ -35,6 +34,8 @@ from .assign import choose_worker, eligible
 from .config import TasksConfig
 from .entries import (
     INPUT_UNAVAILABLE,
+    WHY_DEADLINE,
+    WHY_INPUT_LOST,
     WHY_UNSCHEDULABLE,
     AttemptTimeout,
     TaskEntry,
@@ -48,6 +49,7 @@ from .entries import (
 OPEN, DONE, FAILED, REJECTED = "open", "done", "failed", "rejected"
 EXPIRED, UNSCHEDULABLE, INPUT_LOST = "expired", "unschedulable", "input_lost"
 TERMINAL = (DONE, FAILED, REJECTED, EXPIRED, UNSCHEDULABLE, INPUT_LOST)
+_ENDED_BY = {WHY_UNSCHEDULABLE: UNSCHEDULABLE, WHY_DEADLINE: EXPIRED, WHY_INPUT_LOST: INPUT_LOST}
 
 
 class Change(NamedTuple):
@@ -171,11 +173,6 @@ class TaskBoard:
         if not result.ok:
             if current and result.output == INPUT_UNAVAILABLE:
                 record.input_misses[result.worker] = None  # current holders only: bounded
-                lost = self.input_lost(record)
-                if lost is not None:
-                    self._finish(record, INPUT_LOST, lost)
-                    self._retry_waiting()
-                    return
             if current:
                 self._fail_attempt(record, slot)
             else:
@@ -220,17 +217,17 @@ class TaskBoard:
             return
         voters = record.expire_votes.setdefault(vote.why, {})
         voters[vote.voter] = None
-        if vote.why == WHY_UNSCHEDULABLE:
-            reason = self.unschedulable(record)
-            if reason is None:  # a capable worker came (back) since: those votes are moot
+        if vote.why in (WHY_UNSCHEDULABLE, WHY_INPUT_LOST):
+            check = self.unschedulable if vote.why == WHY_UNSCHEDULABLE else self.input_lost
+            reason = check(record)
+            if reason is None:  # a worker or reader came (back) since: those votes are moot
                 del record.expire_votes[vote.why]
                 self.counters["expire_moot"] += 1
                 return
         else:
             reason = "open past its deadline"
         if len(voters) >= self.votes_needed:
-            self._finish(record, UNSCHEDULABLE if vote.why == WHY_UNSCHEDULABLE else EXPIRED,
-                         reason)  # fmt: skip
+            self._finish(record, _ENDED_BY[vote.why], reason)
 
     def _advert(self, advert: CapabilityAdvert) -> None:
         known = self.workers.get(advert.peer_id)
@@ -251,19 +248,10 @@ class TaskBoard:
             self.counters["down_stale"] += 1
             return
         worker.up = False
-        lost = 0
-        for task_id in [t for t in self.open if self.tasks[t].input_misses]:
-            record = self.tasks[task_id]
-            reason = self.input_lost(record)
-            if reason is not None:  # its last reader went down after a worker missed it
-                self._finish(record, INPUT_LOST, reason)
-                lost += 1
         for task_id, index in list(self.assigned.get(down.worker, {})):
             record = self.tasks[task_id]
             if record.status == OPEN:
                 self._fail_attempt(record, record.slots[index])
-        if lost:
-            self._retry_waiting()  # the lost tasks' slots freed room in queues
 
     # -- slots ------------------------------------------------------------------------
 
@@ -309,7 +297,9 @@ class TaskBoard:
         if failed is not None:
             slot.tried.append(failed)
         if slot.attempt >= self.config.attempts_max:
-            self._finish(record, FAILED, f"slot {slot.index}: {slot.attempt} attempts failed")
+            missed = f" ({len(record.input_misses)} worker(s) found no input)"
+            self._finish(record, FAILED, f"slot {slot.index}: {slot.attempt} attempts failed"
+                         + (missed if record.input_misses else ""))  # fmt: skip
         else:
             self._assign(record, slot)
         self._retry_waiting()

@@ -57,7 +57,8 @@ ENTRY_KINDS = frozenset(
 )
 WHY_UNSCHEDULABLE = "unschedulable"  # fewer capable workers than the task needs
 WHY_DEADLINE = "deadline"  # open past its whole-task deadline
-EXPIRE_REASONS = (WHY_UNSCHEDULABLE, WHY_DEADLINE)
+WHY_INPUT_LOST = "input_lost"  # a worker found no input; every agent that read it is down
+EXPIRE_REASONS = (WHY_UNSCHEDULABLE, WHY_DEADLINE, WHY_INPUT_LOST)
 # An error result's output when the worker asked every holder of the input and got
 # nothing; with the submitter and every other known reader down, the task is lost.
 INPUT_UNAVAILABLE = b"input unavailable"

@@ -38,6 +38,7 @@ from .config import TasksConfig
 from .entries import (
     NONCE_BYTES,
     WHY_DEADLINE,
+    WHY_INPUT_LOST,
     WHY_UNSCHEDULABLE,
     AttemptTimeout,
     EntryError,
@@ -86,6 +87,7 @@ class TasksMachine(MachineBase):
         # watchdog: when each open task was first seen open / unschedulable (own clock)
         self.opened_ms: dict[bytes, int] = {}
         self.stuck_ms: dict[bytes, int] = {}
+        self.lost_ms: dict[bytes, int] = {}
         self.sweep_due: int | None = None
 
     # -- commands ----------------------------------------------------------------------
@@ -216,6 +218,7 @@ class TasksMachine(MachineBase):
         elif change.kind == "finished":
             self.opened_ms.pop(change.task, None)
             self.stuck_ms.pop(change.task, None)
+            self.lost_ms.pop(change.task, None)
             finished = self.board.tasks.get(change.task)
             status = finished.status if finished is not None else "evicted"
             self.emit("finished", task_id=change.task, status=status)
@@ -284,9 +287,11 @@ class TasksMachine(MachineBase):
             if record is None or record.status != OPEN:
                 self.opened_ms.pop(task_id, None)
                 self.stuck_ms.pop(task_id, None)
+                self.lost_ms.pop(task_id, None)
                 continue
             if now_ms - self.opened_ms[task_id] >= board.task_deadline_ms(record.spec):
                 self._vote(TaskExpire(task_id, WHY_DEADLINE, self.node_id))
+            self._sweep_lost(task_id, record.spec.deadline_ms, now_ms)
             if board.unschedulable(record) is None:
                 self.stuck_ms.pop(task_id, None)
                 continue
@@ -294,6 +299,16 @@ class TasksMachine(MachineBase):
             if now_ms - since >= record.spec.deadline_ms:
                 self._vote(TaskExpire(task_id, WHY_UNSCHEDULABLE, self.node_id))
         self.sweep_due = now_ms + self.config.timeout_retry_ms if self.opened_ms else None
+
+    def _sweep_lost(self, task_id: bytes, deadline_ms: int, now_ms: int) -> None:
+        """Vote input_lost once that held for one attempt deadline (a falsely dead
+        submitter re-advertises well within it, and the board re-checks when deciding)."""
+        if self.board.input_lost(self.board.tasks[task_id]) is None:
+            self.lost_ms.pop(task_id, None)
+            return
+        since = self.lost_ms.setdefault(task_id, now_ms)
+        if now_ms - since >= deadline_ms:
+            self._vote(TaskExpire(task_id, WHY_INPUT_LOST, self.node_id))
 
     def _vote(self, vote: AttemptTimeout | TaskExpire) -> None:
         """Sign and propose this member's vote unless the board counts it already."""

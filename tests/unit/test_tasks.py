@@ -25,6 +25,7 @@ from agentmesh.core.tasks import (
     REJECTED,
     UNSCHEDULABLE,
     WHY_DEADLINE,
+    WHY_INPUT_LOST,
     WHY_UNSCHEDULABLE,
     AttemptTimeout,
     EntryError,
@@ -299,19 +300,28 @@ def miss(board: TaskBoard, task: bytes, output: bytes = INPUT_UNAVAILABLE) -> in
     return k
 
 
-def test_an_input_only_a_down_submitter_held_ends_the_task_input_lost() -> None:
+def lost_votes(board: TaskBoard, task: bytes, voters=(4, 5)) -> None:
+    for k in voters:
+        board.apply(sign_expire(IDS[k], task, WHY_INPUT_LOST))
+
+
+def test_an_input_only_a_down_submitter_held_ends_input_lost_by_f_plus_1_votes() -> None:
     board = board_with([caps(), caps(), caps()])
     task = spec()
     board.apply(task)
     board.apply(WorkerDown(IDS[0].peer_id, 0, 1))  # the submitter (IDS[0]) is decided down
     miss(board, task.task_id)
     record = board.tasks[task.task_id]
+    assert record.status == OPEN and record.slots[0].attempt == 2  # the miss moves it
+    lost_votes(board, task.task_id, voters=(4,))
+    assert record.status == OPEN  # one member's vote moves nothing
+    lost_votes(board, task.task_id, voters=(5,))
     assert record.status == INPUT_LOST and "down" in record.reason, record.reason
-    assert record.slots[0].attempt == 1 and not board.queue_lengths()  # no attempts burnt
+    assert not board.queue_lengths()
     board.check_invariants()
 
 
-def test_input_lost_only_when_every_known_reader_is_down() -> None:
+def test_input_lost_votes_are_moot_while_a_reader_or_the_submitter_is_up() -> None:
     board = board_with([caps(), caps(), caps()])
     board.apply(WorkerDown(IDS[0].peer_id, 0, 1))  # the submitter is down from the start
     read = same_input(1)
@@ -320,29 +330,58 @@ def test_input_lost_only_when_every_known_reader_is_down() -> None:
     board.apply(output_of(board, read.task_id, 0, reader))  # the reader closed a slot: has it
     task = same_input(2)
     board.apply(task)
-    first = miss(board, task.task_id)  # the reader is up: a retry may still get the input
+    miss(board, task.task_id)
     record = board.tasks[task.task_id]
-    assert record.status == OPEN and record.slots[0].attempt == 2
-    assert IDS[first].peer_id in record.slots[0].tried
-    board.apply(WorkerDown(IDS[reader].peer_id, 0, 1))  # the last reader goes: lost at once
+    assert board.input_lost(record) is None  # the reader is up: a retry may still get it
+    lost_votes(board, task.task_id)
+    assert record.status == OPEN and board.counters["expire_moot"] >= 1
+    board.apply(WorkerDown(IDS[reader].peer_id, 0, 1))  # the last reader goes
+    assert board.input_lost(record) is not None
+    lost_votes(board, task.task_id)
     assert record.status == INPUT_LOST, (record.status, record.reason)
     board.check_invariants()
 
 
-def test_an_unavailable_input_with_its_submitter_up_or_another_error_retries() -> None:
+def test_a_falsely_dead_submitter_back_before_the_deadline_loses_nothing() -> None:
+    machine = TasksMachine(IDS[4], verify_from_peer_id, random.Random(1), TasksConfig(),
+                           watchdog=True, committee=COMMITTEE)  # fmt: skip
+    board = machine.board
+    machine.on_decided([advert(k, caps()).entry() for k in range(3)], 0)
+    task = spec()
+    machine.on_decided([task.entry(), WorkerDown(IDS[0].peer_id, 0, 1).entry()], 0)
+    k = holder(board, task.task_id)
+    attempt = board.tasks[task.task_id].slots[0].attempt
+    miss_entry = sign_result(IDS[k], task.task_id, 0, attempt, False, INPUT_UNAVAILABLE)
+    machine.on_decided([miss_entry.entry()], 0)
+    machine.take_outbox()
+    lost_vote = sign_expire(IDS[4], task.task_id, WHY_INPUT_LOST).entry()
+
+    def proposed_until(now_ms: int) -> list[Entry]:
+        machine.tick(now_ms)
+        return [o.data["entry"] for o in machine.take_outbox() if o.kind == "propose"]
+
+    assert lost_vote not in proposed_until(task.deadline_ms - 1)  # not yet a whole deadline
+    machine.on_decided([advert(0, caps(), seq=2).entry()], task.deadline_ms)  # back, seq + 1
+    assert lost_vote not in proposed_until(3 * task.deadline_ms)
+    machine.on_decided([WorkerDown(IDS[0].peer_id, 0, 2).entry()], 3 * task.deadline_ms)
+    # Down again, for longer than a deadline (sweeps every timeout_retry_ms): now it votes.
+    later = [e for n in range(4, 9) for e in proposed_until(n * task.deadline_ms)]
+    assert lost_vote in later
+
+
+def test_attempts_run_out_with_the_missing_input_in_the_reason() -> None:
     board = board_with([caps(), caps(), caps()], TasksConfig(attempts_max=2))
     task = spec()
     board.apply(task)
-    miss(board, task.task_id)  # the submitter is up: maybe a network blip, try again
-    assert board.tasks[task.task_id].status == OPEN
+    for _ in range(2):  # the submitter is up: misses retry, then the task fails, saying why
+        miss(board, task.task_id)
+    record = board.tasks[task.task_id]
+    assert record.status == FAILED and "found no input" in record.reason, record.reason
     other = spec(1)
     board.apply(other)
-    board.apply(WorkerDown(IDS[0].peer_id, 0, 1))
-    # The submitter's later down ends the first task: a worker had missed its input.
-    assert board.tasks[task.task_id].status == INPUT_LOST
-    for _ in range(2):  # errors that are not "input unavailable": attempts, then failed
+    for _ in range(2):
         miss(board, other.task_id, b"trainer error")
-    assert board.tasks[other.task_id].status == FAILED
+    assert "input" not in board.tasks[other.task_id].reason
     board.check_invariants()
 
 
