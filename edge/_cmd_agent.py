@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agentmesh.core.admission import AdmissionRejected
+from agentmesh.core.limits import DEVICE_OFFERS_PER_GATEWAY_MAX
 from agentmesh.core.membership.capabilities import ROLES
 from agentmesh.core.rounds import RULES, RuleConfig
 from agentmesh.edge.agent import Agent, AgentConfig, AgentError, make_invite
@@ -218,6 +219,16 @@ def _add_rounds_flags(join: argparse.ArgumentParser) -> None:
         "proposes the next membership epoch (default 2000)",
     )
     group.add_argument(
+        "--device-offers-max",
+        type=int,
+        default=DEVICE_OFFERS_PER_GATEWAY_MAX,
+        metavar="N",
+        help=f"bridged-device updates one gateway may add to a round, 0 to "
+        f"{DEVICE_OFFERS_PER_GATEWAY_MAX} (default %(default)s); a malicious gateway can "
+        "invent that many votes, so keep it well below the member count for a robust "
+        "rule; every member must use the same value",
+    )
+    group.add_argument(
         "--poison",
         choices=POISONS,
         help="experiments only: this agent poisons its updates (Byzantine)",
@@ -231,6 +242,8 @@ def rounds_settings(args: argparse.Namespace) -> RoundsSettings | None:
         return None
     if args.expect < 1 or not 0 <= args.partition < (args.partitions or args.expect):
         raise ValueError("--expect must be >= 1 and --partition within the partitions")
+    if not 0 <= args.device_offers_max <= DEVICE_OFFERS_PER_GATEWAY_MAX:
+        raise ValueError(f"--device-offers-max must be 0 to {DEVICE_OFFERS_PER_GATEWAY_MAX}")
     return RoundsSettings(
         expect=args.expect,
         partition=args.partition,
@@ -244,6 +257,7 @@ def rounds_settings(args: argparse.Namespace) -> RoundsSettings | None:
         poison=args.poison,
         runtime=args.runtime,
         epoch_stable_ms=args.epoch_stable_ms,
+        device_offers_max=args.device_offers_max,
     )
 
 

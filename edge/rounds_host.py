@@ -44,6 +44,7 @@ from agentmesh.core.consensus.messages import CertifiedBatch, CommitCertificate,
 from agentmesh.core.entry_fields import EntryError
 from agentmesh.core.identity import verify_from_peer_id
 from agentmesh.core.learning.digits8 import initial_mlp_weights
+from agentmesh.core.limits import DEVICE_OFFERS_PER_GATEWAY_MAX
 from agentmesh.core.membership.capabilities import Capabilities
 from agentmesh.core.node import Event, Send
 from agentmesh.core.roles import RolesConfig, RolesError
@@ -148,6 +149,7 @@ class RoundsSettings:
     form_stable_ms: int = 1_500  # the alive view must show `expect` members this long
     epoch_stable_ms: int = 2_000  # a membership difference must last this long to propose
     epoch_retry_ms: int = 5_000  # propose the same epoch again if it was not decided
+    device_offers_max: int = DEVICE_OFFERS_PER_GATEWAY_MAX  # per gateway and round
 
 
 @dataclass
@@ -280,6 +282,7 @@ class RoundsHost(ReplicaDriver):
             takeover_ms=self.settings.takeover_ms,
             abort_after_ms=self.settings.window_ms + 3 * self.settings.takeover_ms + 3_000,
             contributors_min=max(1, (len(genesis.cohort) + 1) // 2),
+            device_offers_per_gateway_max=self.settings.device_offers_max,
         )
         members = set(genesis.cohort) | set(genesis.aggregators) | set(genesis.committee)
         adverts = {p: c for p, c in self._serving().items() if p in members}

@@ -155,3 +155,15 @@ def test_device_offers_travel_with_via_and_plain_offers_keep_their_bytes() -> No
                 + (1).to_bytes(8, "big") + (10).to_bytes(4, "big") + b"d" * 32
                 + GATEWAY.encode())  # fmt: skip
     assert update_payload(GENESIS.genesis_id, 1, GATEWAY, b"d" * 32, 10) == expected
+
+
+def test_a_cap_of_zero_refuses_every_device_offer() -> None:
+    machine = RoundsMachine(MEMBERS[ME], verify_from_peer_id, GENESIS,
+                            dataclasses.replace(CONFIG, device_offers_per_gateway_max=0),
+                            MODEL, random.Random(1))  # fmt: skip
+    machine.start(0)
+    machine.on_decided([RoundStart(1, GENESIS.initial_model, GENESIS.cohort, 400).entry()], 0)
+    machine.receive(device_offer(DEVICES[0]), GATEWAY, 10)
+    assert machine.current is not None
+    assert not [o for o in machine.current.offers.values() if o.via == GATEWAY]
+    assert machine.counters.get("dropped_device_offer_over_cap") == 1
