@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agentmesh.core.limits import DEVICE_OFFERS_PER_GATEWAY_MAX
 from agentmesh.core.rounds.task import flat_bytes, unflatten
 from agentmesh.gateway_peer.messages import Sample
 
@@ -45,12 +44,11 @@ class DeviceRounds:
         rounds: RoundsHost,
         server: GatewayServer,
         samples_min: int = SAMPLES_MIN,
-        offers_max: int = DEVICE_OFFERS_PER_GATEWAY_MAX,
     ) -> None:
         self.rounds = rounds
         self.server = server
         self.samples_min = samples_min
-        self.offers_max = offers_max
+        self.offers_max = rounds.settings.device_offers_max  # the cap validators apply
         first, last = rounds.shapes[0], rounds.shapes[-1]
         self.features = first[0]  # inputs of the first dense layer (64 for digits-8)
         self.classes = last[-1]

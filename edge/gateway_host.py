@@ -159,11 +159,7 @@ class BridgeHost:
                 raise AgentError(f"gateway device registry: {error}") from None
             self.mcu_address = await self.server.start()
             if self.agent.rounds is not None:  # devices' samples become their round updates
-                self.device_rounds = DeviceRounds(
-                    self.agent.rounds,
-                    self.server,
-                    offers_max=self.agent.rounds.settings.device_offers_max,
-                )
+                self.device_rounds = DeviceRounds(self.agent.rounds, self.server)
             log.info("gateway: microcontrollers on udp %s:%d", *self.mcu_address)
             for path in self.serial_paths:
                 log.info("gateway: microcontrollers on serial %s", path)

@@ -38,8 +38,8 @@ CONFIG = RoundsConfig(params=PARAMS, window_ms=400, takeover_ms=300, abort_after
 ME, GATEWAY, OTHER = GENESIS.committee[0], GENESIS.committee[1], GENESIS.committee[2]
 
 
-def started() -> RoundsMachine:
-    machine = RoundsMachine(MEMBERS[ME], verify_from_peer_id, GENESIS, CONFIG, MODEL,
+def started(config: RoundsConfig = CONFIG) -> RoundsMachine:
+    machine = RoundsMachine(MEMBERS[ME], verify_from_peer_id, GENESIS, config, MODEL,
                             random.Random(1))  # fmt: skip
     machine.start(0)
     machine.on_decided([RoundStart(1, GENESIS.initial_model, GENESIS.cohort, 400).entry()], 0)
@@ -158,11 +158,7 @@ def test_device_offers_travel_with_via_and_plain_offers_keep_their_bytes() -> No
 
 
 def test_a_cap_of_zero_refuses_every_device_offer() -> None:
-    machine = RoundsMachine(MEMBERS[ME], verify_from_peer_id, GENESIS,
-                            dataclasses.replace(CONFIG, device_offers_per_gateway_max=0),
-                            MODEL, random.Random(1))  # fmt: skip
-    machine.start(0)
-    machine.on_decided([RoundStart(1, GENESIS.initial_model, GENESIS.cohort, 400).entry()], 0)
+    machine = started(dataclasses.replace(CONFIG, device_offers_per_gateway_max=0))
     machine.receive(device_offer(DEVICES[0]), GATEWAY, 10)
     assert machine.current is not None
     assert not [o for o in machine.current.offers.values() if o.via == GATEWAY]
